@@ -1,0 +1,54 @@
+# The two commands: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format migrate env install serve worker clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Write .env from .env.example once, with a freshly generated SECRET_KEY.
+.env: | $(STAMP)
+	$(PY) -c "import secrets,pathlib; t=pathlib.Path('.env.example').read_text(); \
+	pathlib.Path('.env').write_text(t.replace('SECRET_KEY=change-me', 'SECRET_KEY=' + secrets.token_urlsafe(50), 1))"
+	@echo "Wrote .env (edit it to change the admin password, port, database...)."
+
+env: .env
+
+migrate: $(STAMP) .env
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py bootstrap_admin
+
+# Web server on PORT (default 8081) and the workers, in the foreground; Ctrl-C stops both.
+run: migrate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+
+# Production-style web tier: gunicorn on PORT (run `manage.py qcluster` beside it).
+serve: migrate
+	$(BIN)/gunicorn config.wsgi:application --bind 0.0.0.0:$${PORT:-8081} \
+		--workers $${WEB_WORKERS:-4} --threads $${WEB_THREADS:-4} --worker-class gthread
+
+worker: migrate
+	$(PY) manage.py qcluster
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,21 @@
+from django.urls import re_path
+
+from .views import TaskCompletedView, TaskStatusView, TaskViewSet
+
+# Every route answers with and without a trailing slash: a redirect would
+# turn a POST into a GET and lose the task.
+ID = r"(?P<pk>[^/]+)"
+
+task_list = TaskViewSet.as_view({"get": "list", "post": "create"})
+task_detail = TaskViewSet.as_view({"get": "retrieve"})
+task_cancel = TaskViewSet.as_view({"post": "cancel"})
+task_retry = TaskViewSet.as_view({"post": "retry"})
+
+urlpatterns = [
+    re_path(r"^tasks/?$", task_list, name="task-list"),
+    re_path(rf"^tasks/status/{ID}/?$", TaskStatusView.as_view(), name="task-status"),
+    re_path(rf"^tasks/completed/{ID}/?$", TaskCompletedView.as_view(), name="task-completed"),
+    re_path(rf"^tasks/{ID}/cancel/?$", task_cancel, name="task-cancel"),
+    re_path(rf"^tasks/{ID}/retry/?$", task_retry, name="task-retry"),
+    re_path(rf"^tasks/{ID}/?$", task_detail, name="task-detail"),
+]

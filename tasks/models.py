@@ -1,0 +1,190 @@
+"""The Task record and its legal state transitions.
+
+`Task.status` is written only by `TaskQuerySet.transition`, which turns a
+transition into one conditional UPDATE: a row moves only if its current state
+may legally become the new one (and matches whatever else the caller filters
+on), so two processes racing on one task can never both win.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# from-state -> states it may move to. IN_PROGRESS -> QUEUED is an automatic
+# retry or a lost worker's task going back to the queue; FAILED/CANCELLED ->
+# QUEUED is a manual retry. COMPLETED is final.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.QUEUED: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.FAILED}),
+    Status.IN_PROGRESS: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.QUEUED}
+    ),
+    Status.FAILED: frozenset({Status.QUEUED}),
+    Status.CANCELLED: frozenset({Status.QUEUED}),
+    Status.COMPLETED: frozenset(),
+}
+FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+UNFINISHED = frozenset({Status.QUEUED, Status.IN_PROGRESS})
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def sources_of(target: str) -> list[str]:
+    """States from which `target` may be reached."""
+    if target not in TRANSITIONS:
+        raise IllegalTransition(f"Unknown status {target!r}.")
+    return [source for source, targets in TRANSITIONS.items() if target in targets]
+
+
+class TaskQuerySet(models.QuerySet):
+    def transition(self, target: str, **changes) -> int:
+        """Move the rows of this queryset that may legally become `target`.
+
+        Returns how many rows moved. Rows in a state that cannot reach
+        `target` are left alone, so callers filter on the state they expect
+        and treat 0 as "somebody else got there first".
+        """
+        if "status" in changes:
+            raise IllegalTransition("Pass the new status as `target`.")
+        allowed = sources_of(target)
+        if not allowed:
+            raise IllegalTransition(f"No state may move to {target!r}.")
+        return self.filter(status__in=allowed).update(
+            status=target, updated_at=timezone.now(), **changes
+        )
+
+    def unfinished(self) -> TaskQuerySet:
+        return self.filter(status__in=UNFINISHED)
+
+
+class Task(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks"
+    )
+    type = models.CharField(max_length=100)
+    args = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    priority = models.SmallIntegerField(default=0)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True, default="")
+    output = models.JSONField(null=True, blank=True)
+    output_truncated = models.BooleanField(default=False)
+    error = models.JSONField(null=True, blank=True)
+
+    attempts = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    # Automatic retries still allowed; a manual retry refills it.
+    retries_left = models.PositiveSmallIntegerField(default=0)
+    # Times the task went back to the queue because its worker vanished;
+    # these do not use up retries, but are capped so a task that kills its
+    # worker every time still ends.
+    lost_count = models.PositiveSmallIntegerField(default=0)
+    timeout = models.PositiveIntegerField()
+
+    # When the task may start (a delayed run or a retry's backoff), and when
+    # its current message went to the transport (None: not sent yet).
+    run_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # The running worker renews the lease; an expired lease means it is gone.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    # The name the transport knows the task by (django-q2's task name).
+    transport_id = models.CharField(max_length=64, blank=True, default="")
+
+    # NULL, not "", for "no key": the unique constraint must ignore keyless tasks.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The API lists a user's tasks newest first, optionally by status/type.
+            models.Index(fields=["owner", "-id"], name="task_owner_id"),
+            models.Index(fields=["owner", "status", "-id"], name="task_owner_status_id"),
+            models.Index(fields=["owner", "type", "-id"], name="task_owner_type_id"),
+            # The maintenance loop's scans.
+            models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+            models.Index(fields=["status", "enqueued_at", "run_at"], name="task_status_due"),
+            models.Index(fields=["status", "finished_at"], name="task_status_finished"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"], name="task_owner_idempotency_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task {self.pk} ({self.type}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class TaskAttempt(models.Model):
+    """One run of a task by a worker: when, where, and how it ended."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Worker lost"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="attempt_task_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of task {self.task_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process that is alive, as seen by its maintenance loop."""
+
+    name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.name

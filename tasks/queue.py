@@ -1,0 +1,97 @@
+"""The one adapter to django-q2. Nothing else in the project imports django_q.
+
+django-q2 only carries `(task_id, attempt)` to a worker; the worker re-reads
+the row. One broker object is reused for every enqueue (building a broker per
+call costs a new connection each time).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf
+from django_q.exceptions import TimeoutException
+from django_q.signals import post_spawn
+from django_q.tasks import async_task
+
+logger = logging.getLogger(__name__)
+
+WORKER_ENTRY_POINT = "tasks.worker.run_task"
+
+
+@lru_cache(maxsize=1)
+def _broker() -> Broker:
+    return get_broker()
+
+
+def is_inline() -> bool:
+    """True when django-q2 runs tasks in the calling process (tests, Q_SYNC)."""
+    return bool(settings.Q_CLUSTER.get("sync"))
+
+
+def enqueue(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
+    """Send one run of a task to the workers, now."""
+    async_task(
+        WORKER_ENTRY_POINT,
+        task_id,
+        attempt,
+        task_name=name,
+        broker=_broker(),
+        # django-q2 raises its timeout inside the task after `timeout`
+        # seconds; the worker turns that into a "timed out" failure. Our row
+        # holds the result, so django-q2's own result row is not needed.
+        timeout=timeout,
+        save=False,
+        ack_failure=True,
+    )
+
+
+def enqueue_on_commit(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
+    """Enqueue once the current transaction commits, never before."""
+    transaction.on_commit(
+        lambda: enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
+    )
+
+
+def queue_depth() -> int | None:
+    """Messages waiting in the broker, or None when the broker cannot say."""
+    try:
+        return _broker().queue_size()
+    except Exception:  # a broker that is down must not break health checks
+        logger.warning("could not read the broker's queue size", exc_info=True)
+        return None
+
+
+def broker_name() -> str:
+    return "redis" if Conf.REDIS and not Conf.ORM else "orm"
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True for the exception django-q2 raises when a task runs out of time."""
+    return isinstance(exc, TimeoutException)
+
+
+def disarm_timeout() -> None:
+    """Cancel django-q2's pending timeout alarm once the task's code is done,
+    so it cannot fire while the worker records the result."""
+    if not is_inline():
+        try:
+            signal.alarm(0)
+        except ValueError:  # not the main thread: no alarm was set here either
+            pass
+
+
+def connect_worker_signals() -> None:
+    """Start our per-worker housekeeping in every django-q2 worker process."""
+    post_spawn.connect(_on_worker_spawn, dispatch_uid="tasks.worker_spawn")
+
+
+def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
+    from . import worker
+
+    worker.start_maintenance(proc_name)

@@ -1,0 +1,215 @@
+"""What a worker process runs: one attempt of one task, and the housekeeping loop.
+
+`run_task` is the function django-q2 calls with `(task_id, attempt)`. It
+claims the row, keeps a lease alive in a side thread while the task's code
+runs, and records the outcome. Everything it writes goes through services.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from . import queue, registry, services
+from .models import TaskAttempt
+
+logger = logging.getLogger(__name__)
+
+
+class TaskCancelled(Exception):
+    """Raised inside a task by `ctx.check_cancelled()` when it must stop."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TaskContext:
+    """Handed to every task function: progress, cancellation, logging.
+
+    Progress is written at most every PROGRESS_INTERVAL seconds (the last
+    value is always kept), and cancellation is read at most that often, so a
+    task may call both in a tight loop.
+    """
+
+    def __init__(self, *, task_id: int, attempt: int, owner_id: int) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger("tasks.run"), {"task_id": task_id, "attempt": attempt}
+        )
+        self._interval = settings.TASKS["PROGRESS_INTERVAL"]
+        self._last_write = 0.0
+        self._last_check = 0.0
+        self._pending: tuple[int, str] | None = None
+        self.lost = threading.Event()
+
+    def progress(self, percent: float, message: str = "") -> None:
+        percent = int(max(0, min(100, percent)))
+        self._pending = (percent, str(message))
+        now = time.monotonic()
+        if now - self._last_write >= self._interval:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        if self._pending is not None:
+            percent, message = self._pending
+            self._pending = None
+            self._last_write = time.monotonic()
+            services.report_progress(
+                task_id=self.task_id, attempt=self.attempt, percent=percent, message=message
+            )
+
+    def check_cancelled(self) -> None:
+        """Raise TaskCancelled if the task was cancelled or its attempt taken over."""
+        if self.lost.is_set():
+            raise TaskCancelled("The worker lost this task's lease.")
+        now = time.monotonic()
+        if now - self._last_check < self._interval:
+            return
+        self._last_check = now
+        if services.is_cancel_requested(task_id=self.task_id, attempt=self.attempt):
+            raise TaskCancelled("Cancelled on request.")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, checking for cancellation along the way."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.check_cancelled()
+            time.sleep(min(left, self._interval / 2))
+        self.check_cancelled()
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+        self.logger.log(level, "task %s: " + message, self.task_id, *args)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a running attempt's lease until stopped; flags the context when
+    the lease is gone (the reaper gave the task to another worker)."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        super().__init__(name=f"lease-{ctx.task_id}", daemon=True)
+        self.ctx = ctx
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = settings.TASKS["HEARTBEAT_SECONDS"]
+        try:
+            while not self.stopped.wait(interval):
+                try:
+                    if not services.renew_lease(task_id=self.ctx.task_id, attempt=self.ctx.attempt):
+                        self.ctx.lost.set()
+                        return
+                except Exception:
+                    logger.warning("task %s: lease renewal failed", self.ctx.task_id, exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _error_from(exc: BaseException) -> dict[str, str]:
+    return {
+        "message": str(exc) or exc.__class__.__name__,
+        "type": exc.__class__.__name__,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def run_task(task_id: int, attempt: int) -> str:
+    """Run one attempt of a task. Safe to call twice with the same arguments."""
+    name = worker_name()
+    task = services.claim_task(task_id=task_id, attempt=attempt, worker=name)
+    if task is None:
+        logger.info("task %s: attempt %s already claimed or stale; skipped", task_id, attempt)
+        return "skipped"
+    logger.info("task %s: attempt %s started by %s (%s)", task_id, attempt, name, task.type)
+
+    task_type = registry.get_type(task.type)
+    if task_type is None:
+        services.fail_task(
+            task_id=task_id,
+            attempt=attempt,
+            error={
+                "message": f"Task type {task.type!r} is not registered on this worker.",
+                "type": "UnknownTaskType",
+                "traceback": "",
+            },
+        )
+        return "failed"
+
+    ctx = TaskContext(task_id=task_id, attempt=attempt, owner_id=task.owner_id)
+    keeper = None if queue.is_inline() else LeaseKeeper(ctx)
+    if keeper:
+        keeper.start()
+    try:
+        try:
+            output = task_type.func(ctx, **task.args)
+        finally:
+            queue.disarm_timeout()
+            if keeper:
+                keeper.stop()
+        ctx.flush_progress()
+        services.complete_task(task_id=task_id, attempt=attempt, output=output)
+        outcome = "completed"
+    except TaskCancelled:
+        services.cancelled_while_running(task_id=task_id, attempt=attempt)
+        outcome = "cancelled"
+    except BaseException as exc:
+        if queue.is_timeout(exc):
+            error = services.timeout_error(task.timeout)
+            kind = TaskAttempt.Outcome.TIMED_OUT
+        else:
+            error = _error_from(exc)
+            kind = TaskAttempt.Outcome.FAILED
+        ctx.flush_progress()
+        outcome = services.fail_task(task_id=task_id, attempt=attempt, error=error, outcome=kind)
+        outcome = outcome or "superseded"
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not queue.is_timeout(exc):
+            raise
+    logger.info("task %s: attempt %s %s", task_id, attempt, outcome)
+    return outcome
+
+
+# --- Housekeeping -------------------------------------------------------------------
+
+
+_maintenance_started = False
+
+
+def start_maintenance(proc_name: str) -> None:
+    """Start the housekeeping thread of this worker process (once)."""
+    global _maintenance_started
+    if _maintenance_started:
+        return
+    _maintenance_started = True
+    threading.Thread(
+        target=_maintenance_loop, args=(proc_name,), name="task-maintenance", daemon=True
+    ).start()
+
+
+def _maintenance_loop(proc_name: str) -> None:
+    interval = settings.TASKS["MAINTENANCE_SECONDS"]
+    name = f"{worker_name()}"
+    host, pid = socket.gethostname(), os.getpid()
+    beat_every = max(1, int(5 / max(interval, 0.1)))
+    tick = 0
+    while True:
+        try:
+            close_old_connections()
+            if tick % beat_every == 0:
+                services.record_heartbeat(name=name, host=host, pid=pid)
+            services.run_maintenance()
+        except Exception:
+            logger.exception("maintenance pass failed")
+        tick += 1
+        time.sleep(interval)

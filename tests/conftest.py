@@ -1,0 +1,55 @@
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username="alice", **extra):
+        return get_user_model().objects.create_user(
+            username=username, password=PASSWORD, **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("outsider")
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    token = RefreshToken.for_user(user).access_token
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def api(owner):
+    """An API client logged in as `owner`."""
+    return client_for(owner)
+
+
+@pytest.fixture
+def outsider_api(outsider):
+    return client_for(outsider)
+
+
+@pytest.fixture
+def run_jobs(django_capture_on_commit_callbacks):
+    """Run what is enqueued on commit (inline, django-q2 sync) as it commits."""
+
+    def run(fn, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return fn(*args, **kwargs)
+
+    return run

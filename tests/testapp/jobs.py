@@ -1,0 +1,76 @@
+"""Task types the test suite needs: failures, crashes, slow and recording tasks.
+
+Installed only by the tests (and by the end-to-end processes through EXTRA_APPS).
+"""
+
+import os
+import time
+from pathlib import Path
+
+from rest_framework import serializers
+
+from tasks.registry import task_type
+
+
+class FlakyArgs(serializers.Serializer):
+    fail_times = serializers.IntegerField(min_value=0, max_value=10)
+
+
+@task_type("test.flaky", args=FlakyArgs, max_retries=3, description="Fails its first attempts.")
+def flaky(ctx, fail_times: int):
+    if ctx.attempt <= fail_times:
+        raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+class FailArgs(serializers.Serializer):
+    message = serializers.CharField(default="boom")
+
+
+@task_type("test.fail", args=FailArgs, description="Always raises ValueError.")
+def fail(ctx, message: str):
+    raise ValueError(message)
+
+
+class SleepArgs(serializers.Serializer):
+    seconds = serializers.FloatField(min_value=0, max_value=3600)
+
+
+@task_type(
+    "test.sleep",
+    args=SleepArgs,
+    timeout=60,
+    description="Sleeps without checking for cancellation.",
+)
+def plain_sleep(ctx, seconds: float):
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task_type("test.crash", description="Kills its own worker process.")
+def crash(ctx):
+    os._exit(1)
+
+
+class RecordArgs(serializers.Serializer):
+    seconds = serializers.FloatField(min_value=0, max_value=600, default=0)
+
+
+@task_type(
+    "test.record",
+    args=RecordArgs,
+    description="Sleeps, then appends task:attempt to $TEST_RECORD_FILE.",
+)
+def record(ctx, seconds: float):
+    ctx.sleep(seconds)
+    line = f"{ctx.task_id}:{ctx.attempt}\n"
+    path = os.environ.get("TEST_RECORD_FILE")
+    if path:
+        with Path(path).open("a") as fh:
+            fh.write(line)
+    return {"task": ctx.task_id, "attempt": ctx.attempt}
+
+
+@task_type("test.big_output", description="Returns an output over any small limit.")
+def big_output(ctx):
+    return {"data": "x" * 200_000}
