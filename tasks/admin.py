@@ -76,7 +76,7 @@ class TaskAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["id", "type"]
     list_filter = ["status", "type", "cancel_requested", "created_at"]
-    search_fields = ["=id", "type", "owner__username", "idempotency_key", "worker"]
+    search_fields = ["type", "owner__username", "idempotency_key", "worker"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
     # COUNT(*) over millions of rows on every page view is the slow part of a
@@ -143,6 +143,16 @@ class TaskAdmin(admin.ModelAdmin):
         ),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if term.isdigit():
+            # A number is a task id; substring matches on keys and worker
+            # names ("host:4242") would bury that one task among others.
+            if int(term) > 2**63 - 1:
+                return queryset.none(), False
+            return queryset.filter(pk=int(term)), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

@@ -149,3 +149,25 @@ def test_the_workers_page_says_who_is_alive(admin_client):
     assert "host:7" in page
     assert 'alt="True"' in page
     assert 'href="/admin/tasks/task/?worker=host%3A7&amp;status__exact=in_progress"' in page
+
+
+def test_search_finds_tasks_by_id_owner_and_type(admin_client, owner, outsider, run_jobs):
+    mine = tasks_in_states.completed(owner, run_jobs)
+    theirs = tasks_in_states.failed(outsider, run_jobs)
+
+    by_id = admin_client.get(CHANGELIST, {"q": str(theirs.pk)})
+    by_owner = admin_client.get(CHANGELIST, {"q": "outsider"})
+    by_type = admin_client.get(CHANGELIST, {"q": "wordcount"})
+
+    assert list(by_id.context["cl"].result_list) == [theirs]
+    assert list(by_owner.context["cl"].result_list) == [theirs]
+    assert list(by_type.context["cl"].result_list) == [mine]
+
+
+def test_searching_a_huge_number_finds_nothing_instead_of_failing(admin_client, owner, run_jobs):
+    tasks_in_states.completed(owner, run_jobs)
+
+    response = admin_client.get(CHANGELIST, {"q": "9" * 30})
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
