@@ -175,3 +175,20 @@ def test_without_a_configured_token_an_empty_bearer_never_matches(settings):
     response = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer ")
 
     assert response.status_code == 401
+
+
+def test_a_staff_user_logged_into_the_admin_can_open_it(make_user):
+    client = Client()
+    client.force_login(make_user("operator", is_staff=True))
+
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_non_staff_session_is_refused(owner):
+    client = Client()
+    client.force_login(owner)
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "Metrics are for staff users and the metrics token only."

@@ -104,7 +104,12 @@ class CanReadMetrics(permissions.BasePermission):
 class MetricsView(APIView):
     """`GET /metrics` in the Prometheus text format, for the metrics token or staff."""
 
-    authentication_classes = [MetricsTokenAuthentication, JWTAuthentication]
+    # Session too: a staff user logged into the admin can open it in a browser.
+    authentication_classes = [
+        MetricsTokenAuthentication,
+        JWTAuthentication,
+        authentication.SessionAuthentication,
+    ]
     permission_classes = [CanReadMetrics]
     throttle_classes = []
     content_negotiation_class = AlwaysJSON
