@@ -96,3 +96,17 @@ def test_it_needs_no_token_and_reveals_no_worker_names(owner):
     assert response["Content-Type"] == "application/json"
     assert "secret-host" not in response.content.decode()
     assert "4242" not in response.content.decode()
+
+
+def test_a_database_failing_after_the_first_query_counts_as_down(monkeypatch):
+    beat("host:1")
+
+    def failing(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("tasks.selectors.workers_alive", failing)
+    response = Client().get("/health")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == {"ok": False}
+    assert response.json()["error"].startswith("Unhealthy: the database is unreachable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse
 from django.utils.crypto import constant_time_compare
 from rest_framework import authentication, permissions, status
@@ -40,19 +41,24 @@ class HealthView(APIView):
     def get(self, request):
         stale = settings.TASKS["WORKER_STALE_SECONDS"]
         database_ok = selectors.database_reachable()
+        alive, depth, tasks = 0, None, None
         # Without the database nothing else can be read (the ORM broker lives there too).
-        alive = selectors.workers_alive() if database_ok else 0
+        if database_ok:
+            try:
+                alive = selectors.workers_alive()
+                tasks = selectors.unfinished_task_counts()
+                depth = queue.queue_depth()
+            except DatabaseError:
+                # It answered "SELECT 1" but failed right after: still down.
+                database_ok, alive, tasks = False, 0, None
         body = {
             "status": "ok",
             "checks": {
                 "database": {"ok": database_ok},
                 "workers": {"ok": alive > 0, "alive": alive, "stale_after_seconds": stale},
             },
-            "queue": {
-                "broker": queue.broker_name(),
-                "depth": queue.queue_depth() if database_ok else None,
-            },
-            "tasks": selectors.unfinished_task_counts() if database_ok else None,
+            "queue": {"broker": queue.broker_name(), "depth": depth},
+            "tasks": tasks,
         }
         failures = []
         if not database_ok:
