@@ -20,7 +20,7 @@ def beat(name="host:1", seconds_ago=0.0):
     )
 
 
-def test_it_is_healthy_with_a_database_and_a_live_worker(owner):
+def test_it_is_healthy_with_a_database_and_a_live_worker(owner, settings):
     beat("host:1")
     beat("host:2", seconds_ago=5)
     tasks_in_states.queued(owner)
@@ -37,7 +37,7 @@ def test_it_is_healthy_with_a_database_and_a_live_worker(owner):
     assert body["checks"]["workers"]["ok"] is True
     assert body["checks"]["workers"]["alive"] == 2
     assert body["tasks"] == {"queued": 2, "in_progress": 1}
-    assert body["queue"]["broker"] == "orm"
+    assert body["queue"]["broker"] == ("redis" if settings.Q_REDIS_URL else "orm")
     assert isinstance(body["queue"]["depth"], int)
     assert WorkerHeartbeat.objects.count() == 2
 

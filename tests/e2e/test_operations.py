@@ -47,7 +47,7 @@ def test_health_follows_the_workers_heartbeat(web_only):
     )
     assert body["status"] == "ok"
     assert body["checks"]["workers"]["alive"] >= 1
-    assert body["queue"]["broker"] == "orm"
+    assert body["queue"]["broker"] == ("redis" if stack.env.get("Q_REDIS_URL") else "orm")
 
     stack.kill_cluster()
     code, body = wait_for(
