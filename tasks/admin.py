@@ -10,8 +10,12 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models.fields.json import KT
-from django.urls import reverse
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -240,6 +244,68 @@ class TaskAdmin(admin.ModelAdmin):
         if obj is not None and not obj.is_finished:
             return False
         return super().has_delete_permission(request, obj)
+
+    # --- Cancel and retry buttons on a task's page -----------------------------
+
+    def get_urls(self):
+        own = [
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="tasks_task_cancel",
+            ),
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="tasks_task_retry",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        task = self.get_object(request, unquote(object_id))
+        buttons = []
+        if task is not None and self.has_change_permission(request):
+            if not task.is_finished and not task.cancel_requested:
+                buttons.append(("cancel", "Cancel task", "admin:tasks_task_cancel"))
+            if task.status in (Status.FAILED, Status.CANCELLED):
+                buttons.append(("retry", "Retry task", "admin:tasks_task_retry"))
+        extra_context = {
+            **(extra_context or {}),
+            "task_actions": [
+                {"name": name, "label": label, "url": reverse(url_name, args=[task.pk])}
+                for name, label, url_name in buttons
+            ],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def cancel_view(self, request, object_id):
+        return self._task_button(request, object_id, services.cancel_task)
+
+    def retry_view(self, request, object_id):
+        return self._task_button(request, object_id, services.retry_task)
+
+    def _task_button(self, request, object_id, service):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        task = self.get_object(request, unquote(object_id))
+        if task is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        try:
+            task = service(task=task)
+        except services.ServiceError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+        else:
+            if task.status == Status.IN_PROGRESS and task.cancel_requested:
+                done = "asked to stop; it ends at its next cancellation check"
+            else:
+                done = f"now {task.get_status_display().lower()}"
+            self.message_user(request, f"Task {task.pk} is {done}.", messages.SUCCESS)
+        return redirect(reverse("admin:tasks_task_change", args=[task.pk]))
+
+    # --- Actions on the list ---------------------------------------------------------
 
     def _apply(self, request, queryset, service, verb: str) -> None:
         done, refused = 0, []

@@ -171,3 +171,76 @@ def test_searching_a_huge_number_finds_nothing_instead_of_failing(admin_client, 
 
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == []
+
+
+def test_a_queued_tasks_page_has_a_cancel_button_that_works(admin_client, owner):
+    waiting = tasks_in_states.queued(owner)
+    page_url = f"{CHANGELIST}{waiting.pk}/change/"
+
+    page = admin_client.get(page_url).content.decode()
+    response = admin_client.post(f"{CHANGELIST}{waiting.pk}/cancel/")
+    after = admin_client.get(page_url).content.decode()
+
+    assert f'action="/admin/tasks/task/{waiting.pk}/cancel/"' in page
+    assert "Retry task" not in page
+    assert response.status_code == 302
+    assert response["Location"] == page_url
+    assert f"Task {waiting.pk} is now cancelled." in after
+    assert "Retry task" in after and "Cancel task" not in after
+    waiting.refresh_from_db()
+    assert waiting.status == Status.CANCELLED
+
+
+def test_cancelling_a_running_task_from_its_page_asks_it_to_stop(admin_client, owner):
+    running = tasks_in_states.in_progress(owner)
+
+    response = admin_client.post(f"{CHANGELIST}{running.pk}/cancel/", follow=True)
+
+    assert "is asked to stop" in response.content.decode()
+    running.refresh_from_db()
+    assert running.status == Status.IN_PROGRESS
+    assert running.cancel_requested is True
+
+
+def test_a_failed_tasks_page_retries_it(admin_client, owner, run_jobs):
+    broken = tasks_in_states.failed(owner, run_jobs)
+
+    response = admin_client.post(f"{CHANGELIST}{broken.pk}/retry/", follow=True)
+
+    assert f"Task {broken.pk} is now queued." in response.content.decode()
+    broken.refresh_from_db()
+    assert broken.status == Status.QUEUED
+
+
+def test_a_refused_button_says_why(admin_client, owner, run_jobs):
+    done = tasks_in_states.completed(owner, run_jobs)
+
+    page = admin_client.get(f"{CHANGELIST}{done.pk}/change/").content.decode()
+    response = admin_client.post(f"{CHANGELIST}{done.pk}/retry/", follow=True)
+
+    assert "Cancel task" not in page and "Retry task" not in page
+    assert "Only failed or cancelled tasks can be retried; this one is completed." in (
+        response.content.decode()
+    )
+    done.refresh_from_db()
+    assert done.status == Status.COMPLETED
+
+
+def test_the_buttons_need_a_post_and_the_change_permission(make_user, admin_client, owner):
+    waiting = tasks_in_states.queued(owner)
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_task", content_type__app_label="tasks")
+    )
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get(f"{CHANGELIST}{waiting.pk}/change/")
+    refused = client.post(f"{CHANGELIST}{waiting.pk}/cancel/")
+    by_get = admin_client.get(f"{CHANGELIST}{waiting.pk}/cancel/")
+
+    assert page.status_code == 200 and "Cancel task" not in page.content.decode()
+    assert refused.status_code == 403
+    assert by_get.status_code == 405
+    waiting.refresh_from_db()
+    assert waiting.status == Status.QUEUED

@@ -127,6 +127,8 @@ def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
     assert '"type": "ValueError"' in content
     assert "Traceback (most recent call last):" in content
     assert page.locator("input[name=_save]").count() == 0
+    assert page.locator("button[name=retry]").is_visible()
+    assert page.locator("button[name=cancel]").count() == 0
 
     # Retry it from the filtered list.
     page.go_back()
