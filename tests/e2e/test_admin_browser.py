@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -40,9 +39,7 @@ def page(request):
         from playwright.sync_api import sync_playwright
     except ImportError:
         missing("playwright is not installed (pip install -r requirements-dev.txt)")
-    executable = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-    )
+    executable = shutil.which("chromium")
     if executable is None:
         missing("chromium is not installed (apt-get install -y chromium)")
 
