@@ -185,7 +185,12 @@ TASKS = {
     "MAX_LOST_REQUEUES": env.int("TASK_MAX_LOST_REQUEUES", default=3),
     # A worker whose heartbeat is older than this is not counted as alive.
     "WORKER_STALE_SECONDS": env.float("TASK_WORKER_STALE_SECONDS", default=30.0),
+    # /metrics reports durations and finished counts over this sliding window.
+    "METRICS_WINDOW_SECONDS": env.float("TASK_METRICS_WINDOW_SECONDS", default=300.0),
 }
+# A Prometheus scraper sends `Authorization: Bearer <METRICS_TOKEN>`; empty
+# means only staff users' access tokens may read /metrics.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 
 # --- django-q2: the transport ---------------------------------------------

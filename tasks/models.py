@@ -127,6 +127,8 @@ class Task(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
             models.Index(fields=["status", "enqueued_at", "run_at"], name="task_status_due"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished"),
+            # /metrics counts tasks by status and type from this index alone.
+            models.Index(fields=["status", "type"], name="task_status_type"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -1,10 +1,20 @@
-"""Reads: every queryset the API touches is scoped to its owner here."""
+"""Reads: every queryset the API touches is scoped to its owner here.
+
+The operator-level aggregates at the end feed /health and /metrics.
+"""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from .models import Task
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.utils import timezone
+
+from .models import FINISHED, UNFINISHED, Status, Task, WorkerHeartbeat
 
 
 def tasks_of(*, user) -> QuerySet[Task]:
@@ -19,3 +29,121 @@ def task_of(*, user, task_id: int) -> Task | None:
 
 def attempts_of(*, task: Task):
     return task.attempt_log.order_by("number")
+
+
+# --- Operator-level reads (health, metrics) ----------------------------------------
+# Not owner-scoped on purpose: these are aggregates for operators, never rows
+# of one user's tasks, and they are only reachable from /health (counts only)
+# and /metrics (token or staff). Each is one small query on an index.
+
+
+def database_reachable() -> bool:
+    """True when a trivial query succeeds on the default database."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError:
+        return False
+    return True
+
+
+def workers_alive(*, now: datetime | None = None) -> int:
+    """Worker processes whose heartbeat is newer than WORKER_STALE_SECONDS."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.TASKS["WORKER_STALE_SECONDS"])
+    return WorkerHeartbeat.objects.filter(last_seen__gte=stale_before).count()
+
+
+def unfinished_task_counts() -> dict[str, int]:
+    """How many tasks are queued and in progress (a range on the status indexes)."""
+    counts = dict.fromkeys((Status.QUEUED, Status.IN_PROGRESS), 0)
+    rows = (
+        Task.objects.filter(status__in=UNFINISHED)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+    )
+    counts.update(dict(rows))
+    return {str(status): n for status, n in counts.items()}
+
+
+def task_counts_by_status_and_type() -> list[tuple[str, str, int]]:
+    """(status, type, count) for every pair present; the GROUP BY reads only
+    the (status, type) index, never the rows with their JSON columns."""
+    return list(
+        Task.objects.order_by()
+        .values_list("status", "type")
+        .annotate(n=Count("pk"))
+        .order_by("status", "type")
+    )
+
+
+@dataclass(frozen=True)
+class DurationStats:
+    """Durations of the tasks of one type that finished inside a window."""
+
+    type: str
+    count: int
+    sum_seconds: float
+    # Cumulative counts, one per bucket upper bound (seconds), ascending.
+    buckets: tuple[tuple[float, int], ...]
+
+
+def recent_duration_stats(
+    *, window: timedelta, bounds: Sequence[float], now: datetime | None = None
+) -> list[DurationStats]:
+    """Per-type duration histogram of tasks that ran and finished within `window`.
+
+    One aggregate query over an index range (status, finished_at >= now - window),
+    so its cost follows the recent throughput, not the size of the table. Each
+    bucket is a conditional COUNT computed in the database.
+    """
+    now = now or timezone.now()
+    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    bucket_counts = {
+        f"le_{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound)))
+        for i, bound in enumerate(bounds)
+    }
+    rows = (
+        Task.objects.filter(
+            status__in=FINISHED, finished_at__gte=now - window, started_at__isnull=False
+        )
+        .order_by()
+        .annotate(duration=duration)
+        .values("type")
+        .annotate(count=Count("pk"), total=Sum("duration"), **bucket_counts)
+        .order_by("type")
+    )
+    return [
+        DurationStats(
+            type=row["type"],
+            count=row["count"],
+            sum_seconds=_seconds(row["total"]),
+            buckets=tuple((bound, row[f"le_{i}"]) for i, bound in enumerate(bounds)),
+        )
+        for row in rows
+    ]
+
+
+def recent_finished_counts(
+    *, window: timedelta, now: datetime | None = None
+) -> list[tuple[str, str, int]]:
+    """(status, type, count) of tasks that finished within `window`."""
+    now = now or timezone.now()
+    return list(
+        Task.objects.filter(status__in=FINISHED, finished_at__gte=now - window)
+        .order_by()
+        .values_list("status", "type")
+        .annotate(n=Count("pk"))
+        .order_by("status", "type")
+    )
+
+
+def _seconds(value) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    # Some backends hand back the sum of a duration as microseconds.
+    return float(value) / 1_000_000

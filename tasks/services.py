@@ -23,7 +23,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from . import queue, registry
-from .models import Status, Task, TaskAttempt, WorkerHeartbeat
+from .models import FINISHED, Status, Task, TaskAttempt, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -546,25 +546,46 @@ def run_maintenance() -> dict[str, int]:
     }
 
 
-def purge_tasks(*, older_than: timedelta, statuses: list[str], batch_size: int = 1000) -> int:
-    """Delete finished tasks that finished before `older_than` ago, in batches."""
-    from .models import FINISHED
+def purge_tasks(
+    *,
+    older_than: timedelta,
+    statuses: list[str] | None = None,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+) -> int:
+    """Delete finished tasks (and their attempts) that finished more than
+    `older_than` ago, `batch_size` at a time; return how many.
 
-    statuses = [s for s in statuses if s in FINISHED] or list(FINISHED)
+    `statuses` narrows the finished states purged (default: all of them);
+    an unfinished state is refused, and unfinished tasks are never touched.
+    With `dry_run`, only count what would go.
+    """
+    statuses = list(statuses or FINISHED)
+    unfinished = sorted(set(statuses) - FINISHED)
+    if unfinished:
+        raise ValueError(f"Only finished tasks can be purged, not {', '.join(unfinished)}.")
+    if batch_size < 1:
+        raise ValueError("The batch size must be at least 1.")
     cutoff = timezone.now() - older_than
+    # The status and finished_at conditions are checked again at every delete:
+    # a task retried in the meantime is queued again with no finished_at.
+    old = Task.objects.filter(status__in=statuses, finished_at__lt=cutoff).order_by()
+    if dry_run:
+        return old.count()
     deleted = 0
     while True:
-        ids = list(
-            Task.objects.filter(status__in=statuses, finished_at__lt=cutoff).values_list(
-                "pk", flat=True
-            )[:batch_size]
-        )
-        if not ids:
-            return deleted
+        # Short transactions, one batch each, so workers and the API are never
+        # held up behind one huge delete.
         with transaction.atomic():
-            TaskAttempt.objects.filter(task_id__in=ids).delete()
-            deleted += (
-                Task.objects.filter(pk__in=ids, status__in=statuses)
-                .delete()[1]
-                .get("tasks.Task", 0)
-            )
+            ids = list(old.select_for_update().values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            _, per_model = old.filter(pk__in=ids).delete()
+        deleted += per_model.get(Task._meta.label, 0)
+    logger.info(
+        "purged %s finished tasks (%s) that finished before %s",
+        deleted,
+        ", ".join(statuses),
+        cutoff.isoformat(),
+    )
+    return deleted

@@ -1,5 +1,6 @@
 from django.urls import re_path
 
+from .operations import HealthView, MetricsView
 from .views import TaskCompletedView, TaskStatusView, TaskViewSet
 
 # Every route answers with and without a trailing slash: a redirect would
@@ -18,4 +19,6 @@ urlpatterns = [
     re_path(rf"^tasks/{ID}/cancel/?$", task_cancel, name="task-cancel"),
     re_path(rf"^tasks/{ID}/retry/?$", task_retry, name="task-retry"),
     re_path(rf"^tasks/{ID}/?$", task_detail, name="task-detail"),
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^metrics/?$", MetricsView.as_view(), name="metrics"),
 ]

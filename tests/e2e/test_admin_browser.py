@@ -1,0 +1,160 @@
+"""The admin in a real browser: headless Chromium against gunicorn and a cluster.
+
+Uses the system's Chromium (Debian's `chromium` package) through Playwright;
+nothing is downloaded at run time. Without Chromium the test is skipped,
+except under CI=true, where it fails.
+"""
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from .harness import PASSWORD, ROOT, wait_for
+
+pytestmark = [pytest.mark.e2e]
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def missing(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the browser test must run).")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def page(request):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install -r requirements-dev.txt)")
+    executable = shutil.which("chromium")
+    if executable is None:
+        missing("chromium is not installed (apt-get install -y chromium)")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                ARTIFACTS.mkdir(exist_ok=True)
+                path = ARTIFACTS / f"{request.node.name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                print(f"screenshot saved to {path}")
+            browser.close()
+
+
+def task_row(stack, task_id: int) -> dict:
+    """The task's row, read from the database the server uses."""
+    script = (
+        "import json; from tasks.models import Task; "
+        f"t = Task.objects.get(pk={task_id}); "
+        "print(json.dumps({'status': t.status, 'attempts': t.attempts, "
+        "'runs': t.attempt_log.count()}))"
+    )
+    return json.loads(stack.manage("shell", "-c", script).stdout.strip().splitlines()[-1])
+
+
+def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
+    stack.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_superuser('operator', password={PASSWORD!r})",
+    )
+    alice = stack.login("alice")
+    broken = stack.submit(alice, "test.fail", {"message": "disk on fire"})
+    done = stack.submit(alice, "wordcount", {"text": "one two three"})
+    later = stack.submit(alice, "wordcount", {"text": "later"}, delay=3600)
+    stack.wait_status(alice, broken, "failed")
+    stack.wait_status(alice, done, "completed")
+
+    stylesheets = []
+    page.on(
+        "response",
+        lambda r: stylesheets.append(r) if r.request.resource_type == "stylesheet" else None,
+    )
+
+    # Log in.
+    page.goto(stack.base + "/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    # The admin's CSS is served (whitenoise under gunicorn, DEBUG=False).
+    base_css = [r for r in stylesheets if r.url.endswith("/static/admin/css/base.css")]
+    assert base_css and base_css[0].status == 200
+    assert base_css[0].headers["content-type"].startswith("text/css")
+    assert page.eval_on_selector("#header", "e => getComputedStyle(e).backgroundColor") not in (
+        "rgba(0, 0, 0, 0)",
+        "transparent",
+    )
+
+    # Filter the list by status.
+    page.goto(stack.base + "/admin/tasks/task/")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 3
+    page.locator("#changelist-filter a", has_text="Failed").first.click()
+    page.wait_for_url(re.compile(r"status__exact=failed"))
+    assert rows.count() == 1
+    assert "disk on fire" in rows.first.inner_text()
+
+    # Open the failed task and read its error.
+    rows.first.locator("a", has_text=str(broken)).first.click()
+    page.wait_for_url(re.compile(rf"/admin/tasks/task/{broken}/change/"))
+    content = page.locator("#content").inner_text()
+    assert '"message": "disk on fire"' in content
+    assert '"type": "ValueError"' in content
+    assert "Traceback (most recent call last):" in content
+    assert page.locator("input[name=_save]").count() == 0
+    assert page.locator("button[name=retry]").is_visible()
+    assert page.locator("button[name=cancel]").count() == 0
+
+    # Retry it from the filtered list.
+    page.go_back()
+    page.wait_for_url(re.compile(r"status__exact=failed"))
+    page.check(f"input[name=_selected_action][value='{broken}']")
+    page.select_option("select[name=action]", "retry_selected")
+    page.click("button[name=index]")
+    assert "Retried 1 task(s)." in page.locator("ul.messagelist").inner_text()
+    # The real cluster runs the second attempt, which fails the same way.
+    row = wait_for(
+        lambda: (r := task_row(stack, broken))["attempts"] == 2 and r["status"] == "failed" and r,
+        60,
+        what="the retried task's second attempt",
+    )
+    assert row == {"status": "failed", "attempts": 2, "runs": 2}
+
+    # Cancel the waiting task from the "Queued" filter.
+    page.goto(stack.base + "/admin/tasks/task/")
+    page.locator("#changelist-filter a", has_text="Queued").first.click()
+    page.wait_for_url(re.compile(r"status__exact=queued"))
+    assert rows.count() == 1
+    page.check(f"input[name=_selected_action][value='{later}']")
+    page.select_option("select[name=action]", "cancel_selected")
+    page.click("button[name=index]")
+    assert "Cancelled 1 task(s)." in page.locator("ul.messagelist").inner_text()
+    assert task_row(stack, later) == {"status": "cancelled", "attempts": 0, "runs": 0}
+    # Nothing queued is left on the page the action returned to.
+    assert page.locator("#result_list tbody tr").count() == 0
+    page.locator("#changelist-filter a", has_text="Cancelled").first.click()
+    page.wait_for_url(re.compile(r"status__exact=cancelled"))
+    assert str(later) in page.locator("#result_list tbody").inner_text()
+    assert task_row(stack, done)["status"] == "completed"
