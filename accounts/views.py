@@ -78,6 +78,11 @@ class TokenRefreshView(APIView):
     authentication_classes = []
     throttle_classes = [LoginIPThrottle]
 
+    def get_authenticate_header(self, request) -> str:
+        # Without authentication classes DRF would turn a refused token into
+        # a 403; a bad refresh token is a 401, like a bad access token.
+        return 'Bearer realm="api"'
+
     @extend_schema(
         operation_id="token_refresh",
         tags=["accounts"],
