@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 
-from django.http import JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -49,6 +50,12 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.message, **exc.extra), status=exc.status)
+    # Django's own exceptions keep their message (DRF would convert them too,
+    # but the sentence is read from the DRF exception below).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
 
     response = exception_handler(exc, context)
     if response is None:
