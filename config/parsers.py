@@ -3,13 +3,15 @@
 Standard JSON allows things the rest of the stack cannot store or survive:
 `\\u0000` inside strings (PostgreSQL text and jsonb refuse NUL), unpaired
 surrogates like `\\ud800` (not encodable as UTF-8, so no database driver takes
-them), and nesting deep enough to exhaust Python's recursion limit. They are
-refused here with a 400, before any view sees the data. NaN and Infinity are
-already refused by DRF's strict parsing.
+them), numbers too large for a float (Python reads `1e999` as infinity, which
+PostgreSQL's jsonb refuses), and nesting deep enough to exhaust Python's
+recursion limit. They are refused here with a 400, before any view sees the
+data. The literals NaN and Infinity are already refused by DRF's strict parsing.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from django.conf import settings
@@ -34,8 +36,9 @@ class StrictJSONParser(JSONParser):
 
 
 def check_storable(data, max_depth: int) -> None:
-    """Raise ParseError for NUL characters, unpaired surrogates or nesting over
-    `max_depth`. Iterative, so hostile input cannot exhaust the stack here."""
+    """Raise ParseError for NUL characters, unpaired surrogates, infinite
+    numbers or nesting over `max_depth`. Iterative, so hostile input cannot
+    exhaust the stack here."""
     stack = [(data, 0)]
     while stack:
         value, depth = stack.pop()
@@ -45,6 +48,9 @@ def check_storable(data, max_depth: int) -> None:
                     "JSON parse error - strings may not contain NUL characters (\\u0000) "
                     "or unpaired surrogates."
                 )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ParseError("JSON parse error - a number is too large.")
         elif isinstance(value, (dict, list)):
             if depth >= max_depth:
                 raise ParseError(StrictJSONParser._too_deep())

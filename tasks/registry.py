@@ -115,9 +115,7 @@ def field_schema(field: serializers.Field) -> dict[str, Any]:
     elif isinstance(field, serializers.ChoiceField):
         schema = {"enum": list(field.choices)}
     else:
-        schema = next(
-            (dict(fmt) for cls, fmt in _FORMATS if isinstance(field, cls)), {}
-        )
+        schema = next((dict(fmt) for cls, fmt in _FORMATS if isinstance(field, cls)), {})
         if isinstance(field, serializers.DictField) and not isinstance(
             field.child, serializers._UnvalidatedField
         ):

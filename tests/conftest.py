@@ -19,9 +19,7 @@ def fresh_throttles():
 @pytest.fixture
 def make_user(db):
     def make(username="alice", **extra):
-        return get_user_model().objects.create_user(
-            username=username, password=PASSWORD, **extra
-        )
+        return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
     return make
 

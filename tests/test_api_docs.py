@@ -31,9 +31,20 @@ ENDPOINTS = {
 def test_the_schema_validates_without_warnings():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings"}
     result = subprocess.run(
-        [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn",
-         "--file", os.devnull],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "manage.py",
+            "spectacular",
+            "--validate",
+            "--fail-on-warn",
+            "--file",
+            os.devnull,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
@@ -90,7 +101,8 @@ def test_the_seed_routes_are_documented_with_their_bodies(schema):
 
 def test_the_list_documents_its_filters(schema):
     names = {p["name"] for p in schema["paths"]["/tasks"]["get"]["parameters"]}
-    assert {"status", "type", "created_after", "created_before", "ordering", "all", "cursor"} <= names
+    wanted = {"status", "type", "created_after", "created_before", "ordering", "all", "cursor"}
+    assert wanted <= names
     wait = [p for p in schema["paths"]["/tasks/{id}"]["get"]["parameters"] if p["name"] == "wait"]
     assert wait[0]["schema"]["maximum"] == 30
 

@@ -152,4 +152,3 @@ def test_field_errors_are_under_fields(api):
     body = assert_json_error(response, 400)
     assert body["fields"] == {"args": {"limit": ["A valid integer is required."]}}
     assert Task.objects.count() == 0
-

@@ -15,9 +15,7 @@ from .conftest import client_for
 
 
 def make_task(owner, type_="wordcount", status=Status.QUEUED, **extra):
-    return Task.objects.create(
-        owner=owner, type=type_, args={}, status=status, timeout=60, **extra
-    )
+    return Task.objects.create(owner=owner, type=type_, args={}, status=status, timeout=60, **extra)
 
 
 # --- Catalogue ---------------------------------------------------------------

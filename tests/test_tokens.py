@@ -73,9 +73,7 @@ def test_logout_refuses_another_users_refresh_token(owner, outsider, outsider_ap
     response = outsider_api.post("/logout", {"refresh": tokens["refresh"]}, format="json")
 
     assert response.status_code == 400
-    assert response.json()["fields"] == {
-        "refresh": ["This refresh token belongs to another user."]
-    }
+    assert response.json()["fields"] == {"refresh": ["This refresh token belongs to another user."]}
     assert BlacklistedToken.objects.count() == 0
 
 
@@ -131,8 +129,13 @@ def test_tokens_are_signed_with_jwt_signing_key_not_secret_key(signing_key):
         "JWT_SIGNING_KEY": signing_key,
     }
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-        check=True, timeout=60,
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     token = json.loads(out.stdout.strip().splitlines()[-1])["token"]
 
