@@ -1,0 +1,103 @@
+"""The API against real processes: long-poll on gunicorn gthread workers, and
+schemathesis fuzzing every documented operation from the live schema."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .harness import Stack
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_wait_answers_when_the_task_finishes_without_blocking_others(stack):
+    session = stack.login()
+    task_id = stack.submit(session, "test.sleep", {"seconds": 1.5})
+    parked = stack.submit(session, "wordcount", {"text": "later"}, delay=3600)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        started = time.monotonic()
+        finished = pool.submit(
+            session.get, f"{stack.base}/tasks/{task_id}", params={"wait": 30}, timeout=60
+        )
+        waiting = [
+            pool.submit(session.get, f"{stack.base}/tasks/{parked}", params={"wait": 3}, timeout=60)
+            for _ in range(2)
+        ]
+        # Other requests are served while three clients wait.
+        me = session.get(f"{stack.base}/me", timeout=10)
+        assert me.status_code == 200
+        done = finished.result()
+        done_after = time.monotonic() - started
+        parked_answers = [f.result() for f in waiting]
+
+    assert done.status_code == 200
+    assert done.json()["status"] == "completed"
+    assert done.json()["output"] == {"slept": 1.5}
+    # It answered when the task finished, well before the 30 s were up.
+    assert done_after < 25
+    for answer in parked_answers:
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "queued"
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
+    stack = Stack(
+        tmp_path,
+        env={
+            # Fuzzing sends many requests quickly; throttling is tested elsewhere.
+            "THROTTLE_LOGIN_IP": "100000/min",
+            "THROTTLE_LOGIN_USERNAME": "100000/min",
+            "THROTTLE_TASK_CREATE": "100000/min",
+            "TASK_MAX_UNFINISHED_PER_USER": "0",
+            "Q_WORKERS": "1",
+        },
+    )
+    try:
+        stack.start()
+        token = stack.login().headers["Authorization"]
+        report = tmp_path / "schemathesis"
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "run",
+                f"{stack.base}/api/schema/",
+                "--header",
+                f"Authorization: {token}",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_schema_conformance,response_headers_conformance",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),
+                "--workers",
+                "2",
+                "--request-timeout",
+                "30",
+                "--seed",
+                "1",
+                "--no-color",
+                "--report-dir",
+                str(report),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-15000:]
+        counts = re.search(r"(\d+) generated, (\d+) passed", output)
+        assert counts, output[-5000:]
+        assert int(counts[1]) == int(counts[2]) > 100, output[-5000:]
+        assert "Operations:       12 selected / 12 total" in output, output[:3000]
+        logs = stack.all_logs()
+        assert '" 500 ' not in logs and "Traceback" not in logs, logs[-10000:]
+    finally:
+        stack.stop()
