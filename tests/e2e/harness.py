@@ -65,6 +65,10 @@ class Stack:
             "TASK_REQUEUE_AFTER_SECONDS": "5",
             "TASK_RETRY_BACKOFF_BASE": "0.5",
             "TEST_RECORD_FILE": str(tmp_path / "records.txt"),
+            # Tests that submit many tasks or log in often must not meet 429s.
+            "THROTTLE_LOGIN_IP": "10000/min",
+            "THROTTLE_LOGIN_USERNAME": "10000/min",
+            "THROTTLE_TASK_CREATE": "10000/min",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SETTINGS_MODULE": "config.settings",
             **(env or {}),
