@@ -20,6 +20,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"
+# Generous: a request that takes this long on a loaded machine is slow, not broken.
+HTTP_TIMEOUT = 30
 
 
 def free_port() -> int:
@@ -132,13 +134,15 @@ class Stack:
             "--access-logfile",
             "-",
         )
-        wait_for(self._web_up, 30, what="the web server")
+        wait_for(self._web_up, 60, what="the web server")
 
     def _web_up(self) -> bool:
         try:
             requests.get(self.base + "/login", timeout=1)
             return True
-        except requests.ConnectionError:
+        # A busy machine may accept the connection but answer slowly while
+        # gunicorn boots: that is "not up yet", not a failure.
+        except (requests.ConnectionError, requests.Timeout):
             if self.web and self.web.poll() is not None:
                 raise AssertionError("web server exited:\n" + self.log("web")) from None
             return False
@@ -185,7 +189,9 @@ class Stack:
 
     def login(self, username: str = "alice") -> requests.Session:
         response = requests.post(
-            self.base + "/login", json={"username": username, "password": PASSWORD}, timeout=10
+            self.base + "/login",
+            json={"username": username, "password": PASSWORD},
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 200, response.text
         session = requests.Session()
@@ -194,13 +200,15 @@ class Stack:
 
     def submit(self, session: requests.Session, type_: str, args=None, **extra) -> int:
         response = session.post(
-            self.base + "/tasks", json={"type": type_, "args": args or {}, **extra}, timeout=10
+            self.base + "/tasks",
+            json={"type": type_, "args": args or {}, **extra},
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 202, response.text
         return response.json()["task_id"]
 
     def task(self, session: requests.Session, task_id: int) -> dict:
-        response = session.get(f"{self.base}/tasks/{task_id}", timeout=10)
+        response = session.get(f"{self.base}/tasks/{task_id}", timeout=HTTP_TIMEOUT)
         assert response.status_code == 200, response.text
         return response.json()
 

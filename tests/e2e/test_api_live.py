@@ -74,8 +74,10 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
                 "examples,coverage,fuzzing",
                 "--max-examples",
                 os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),
+                # One worker: hypothesis strategies are not thread-safe, and
+                # parallel workers have been seen to crash schemathesis itself.
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "30",
                 "--seed",
