@@ -3,7 +3,7 @@
 Routes accept an optional trailing slash (`/tasks` and `/tasks/`); the schema
 names each once, without it. Errors every operation can meet (bad body, wrong
 content type, too large, missing token, server error) are documented here
-once instead of on every view.
+once instead of on every view, as is the Retry-After header of a 429.
 """
 
 from __future__ import annotations
@@ -49,5 +49,10 @@ def finish_schema(result, generator, request, public):
                 codes += [400, 413, 415]
             for code in codes:
                 responses.setdefault(str(code), _error_response(code))
+            if "429" in responses:
+                responses["429"].setdefault("headers", {})["Retry-After"] = {
+                    "description": "Seconds to wait before trying again (when throttled).",
+                    "schema": {"type": "integer"},
+                }
     result["paths"] = paths
     return result

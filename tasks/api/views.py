@@ -135,7 +135,14 @@ class TaskViewSet(viewsets.GenericViewSet):
                 OpenApiParameter.HEADER,
                 description="Send the same key again to get the same task back instead of "
                 "a second one (printable ASCII, at most 255 characters).",
-            )
+            ),
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200, 202],
+                description="The task's URL, /tasks/{id}.",
+            ),
         ],
         responses={
             202: TaskStartedSerializer,
