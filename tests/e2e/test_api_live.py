@@ -86,6 +86,8 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
                 "--report-dir",
                 str(report),
             ],
+            # Its cache of crashes goes under tmp_path, not into the work tree.
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=600,
