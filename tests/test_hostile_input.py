@@ -4,6 +4,7 @@ Every one must get a 4xx answer with the JSON error shape — never a 5xx, never
 HTML — and must leave the database exactly as it was.
 """
 
+import base64
 import json
 import time
 import uuid
@@ -97,6 +98,11 @@ def user_token_then(user, what):
         user.is_active = False
         user.save()
     return token
+
+
+def cursor(query: str) -> str:
+    """A cursor as DRF encodes them: base64 of a query string."""
+    return base64.b64encode(query.encode()).decode()
 
 
 def deep(n):
@@ -224,7 +230,19 @@ CASES = {
     "NUL in a filter": lambda w: w.api.get("/tasks?type=%00"),
     "unknown status filter": lambda w: w.api.get("/tasks?status=done"),
     "bad date filter": lambda w: w.api.get("/tasks?created_after=%00"),
+    "date filter overflowing UTC": lambda w: w.api.get(
+        "/tasks", {"created_before": "9999-12-31T23:59:59-12:00"}
+    ),
+    "date filter underflowing UTC": lambda w: w.api.get(
+        "/tasks", {"created_after": "0001-01-01T00:00:00+12:00"}
+    ),
     "garbled cursor": lambda w: w.api.get("/tasks?cursor=%00%ff"),
+    "forged cursor, not a number": lambda w: w.api.get("/tasks", {"cursor": cursor("p=abc")}),
+    "forged cursor, NUL": lambda w: w.api.get("/tasks", {"cursor": cursor("p=%00")}),
+    "forged cursor, huge id": lambda w: w.api.get("/tasks", {"cursor": cursor("p=" + "9" * 30)}),
+    "forged cursor, not a time": lambda w: w.api.get(
+        "/tasks", {"cursor": cursor("p=-1&r=1"), "ordering": "created_at"}
+    ),
     "wait too long": lambda w: w.api.get(f"/tasks/{w.queued.pk}?wait=100000"),
     # --- tokens --------------------------------------------------------------------
     "no token": lambda w: w.anonymous.post(POST_TASKS, {}, format="json"),

@@ -135,14 +135,21 @@ def test_bad_list_parameters_are_400(api, owner, query):
     assert response.json()["fields"]
 
 
-def test_cursor_pagination_walks_every_task_once(api, owner):
-    tasks = [make_task(owner) for _ in range(7)]
-    seen, url = [], "/tasks?page_size=3"
+@pytest.mark.parametrize(
+    ("ordering", "newest_first"),
+    [("", True), ("-id", True), ("id", False), ("-created_at", True), ("created_at", False)],
+)
+def test_cursor_pagination_walks_every_task_once(api, owner, ordering, newest_first):
+    start = timezone.now()
+    tasks = [make_task(owner, created_at=start + timedelta(seconds=i)) for i in range(7)]
+    seen, url = [], f"/tasks?page_size=3&ordering={ordering}" if ordering else "/tasks?page_size=3"
     while url:
-        body = api.get(url).json()
-        seen += [t["id"] for t in body["results"]]
-        url = body["next"]
-    assert seen == [t.pk for t in reversed(tasks)]
+        response = api.get(url)
+        assert response.status_code == 200, response.content
+        seen += [t["id"] for t in response.json()["results"]]
+        url = response.json()["next"]
+    expected = [t.pk for t in tasks]
+    assert seen == (expected[::-1] if newest_first else expected)
     assert api.get("/tasks?cursor=garbage").status_code == 404
 
 

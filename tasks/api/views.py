@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import UTC
+
+from django.utils.dateparse import parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -64,6 +67,29 @@ class NewestFirst(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        # A cursor is only base64 the client can forge: its position goes
+        # into the query as is, so one that is not a value of the ordering
+        # field would fail in the database (a 500) instead of a 404.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            field = self.ordering[0].lstrip("-")
+            if not _valid_position(field, cursor.position):
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
+
+
+def _valid_position(field: str, position: str) -> bool:
+    if field == "id":
+        return position.isascii() and position.isdigit() and int(position) <= MAX_ID
+    if field == "created_at":
+        try:
+            moment = parse_datetime(position)
+            return moment is not None and moment.astimezone(UTC) is not None
+        except (ValueError, OverflowError):
+            return False
+    return False
 
 
 class TaskOrdering(filters.OrderingFilter):
