@@ -26,8 +26,10 @@ class TaskCreateSerializer(StrictSerializer):
         max_length=100,
         help_text="A registered task type (see /tasks/types). Defaults to the demo task.",
     )
-    args = serializers.JSONField(
-        required=False, default=dict, help_text="The type's arguments, a JSON object."
+    args = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="The type's arguments, a JSON object (see /tasks/types for each type's).",
     )
     timeout = serializers.IntegerField(
         required=False,
