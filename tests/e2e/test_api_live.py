@@ -102,3 +102,40 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
         assert '" 500 ' not in logs and "Traceback" not in logs, logs[-10000:]
     finally:
         stack.stop()
+
+
+def test_body_limits_hold_on_the_real_server(stack):
+    session = stack.login()
+    before = session.get(f"{stack.base}/tasks", timeout=30).json()["results"]
+
+    def chunks(*parts):
+        yield from parts
+
+    # Without Content-Length (chunked): read, bounded, and not mistaken for an empty body.
+    small = session.post(
+        f"{stack.base}/tasks",
+        data=chunks(b'{"type": "wordcount", ', b'"args": {"text": "chunked"}}'),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    big_chunked = session.post(
+        f"{stack.base}/tasks",
+        data=chunks(b'{"type": "wordcount", "args": {"text": "', b"x" * 2_000_000, b'"}}'),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    big = session.post(
+        f"{stack.base}/tasks",
+        data=b'{"type": "wordcount", "args": {"text": "' + b"x" * 10_000_000 + b'"}}',
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+
+    assert small.status_code == 202, small.text
+    done = stack.wait_status(session, small.json()["task_id"], "completed")
+    assert done["args"] == {"text": "chunked", "top": 10}
+    for response in (big_chunked, big):
+        assert response.status_code == 413, response.text[:300]
+        assert "MAX_REQUEST_BYTES" in response.json()["error"]
+    after = session.get(f"{stack.base}/tasks", timeout=30).json()["results"]
+    assert len(after) == len(before) + 1
