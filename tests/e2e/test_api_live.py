@@ -104,8 +104,19 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
         stack.stop()
 
 
-def test_body_limits_hold_on_the_real_server(stack):
+def test_limits_and_error_pages_hold_on_the_real_server(stack):
     session = stack.login()
+    # With DEBUG=False, no HTML page for an unknown route, a wrong method or a non-JSON body.
+    for response in (
+        session.get(f"{stack.base}/no/such/route", timeout=30),
+        session.post(f"{stack.base}/no/such/route", json={}, timeout=30),
+        session.delete(f"{stack.base}/tasks", timeout=30),
+        session.post(f"{stack.base}/tasks", data="type=demo", timeout=30),
+    ):
+        assert response.status_code in (404, 405, 415), response.text[:300]
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.json()["error"]
+
     before = session.get(f"{stack.base}/tasks", timeout=30).json()["results"]
 
     def chunks(*parts):
