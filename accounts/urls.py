@@ -1,7 +1,10 @@
 from django.urls import re_path
 
-from .views import LoginView
+from .views import LoginView, LogoutView, MeView, TokenRefreshView
 
 urlpatterns = [
     re_path(r"^login/?$", LoginView.as_view(), name="login"),
+    re_path(r"^token/refresh/?$", TokenRefreshView.as_view(), name="token-refresh"),
+    re_path(r"^logout/?$", LogoutView.as_view(), name="logout"),
+    re_path(r"^me/?$", MeView.as_view(), name="me"),
 ]

@@ -1,15 +1,33 @@
 from __future__ import annotations
 
-from django.conf import settings
-from django.contrib.auth import authenticate
-from rest_framework import status
+from django.contrib.auth import authenticate, get_user_model
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
+
+from config.errors import ErrorSerializer
+
+from .serializers import (
+    LoginSerializer,
+    LogoutSerializer,
+    MeSerializer,
+    MessageSerializer,
+    RefreshSerializer,
+    TokensSerializer,
+    token_body,
+)
+from .throttles import LoginIPThrottle, LoginUsernameThrottle
 
 REQUIRED = "Username and Password are required"
 INVALID = "Invalid username or password"
+
+TOO_MANY = OpenApiResponse(ErrorSerializer, description="Throttled; see Retry-After.")
 
 
 class LoginView(APIView):
@@ -17,7 +35,24 @@ class LoginView(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes = []
+    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
 
+    @extend_schema(
+        operation_id="login",
+        tags=["accounts"],
+        summary="Log in: trade a username and password for tokens",
+        request=LoginSerializer,
+        responses={
+            200: TokensSerializer,
+            401: OpenApiResponse(
+                ErrorSerializer,
+                description='"Username and Password are required", or wrong credentials '
+                "or an inactive user.",
+            ),
+            429: TOO_MANY,
+        },
+        auth=[],
+    )
     def post(self, request):
         data = request.data if isinstance(request.data, dict) else {}
         username, password = data.get("username"), data.get("password")
@@ -29,14 +64,110 @@ class LoginView(APIView):
         user = authenticate(request, username=username, password=password)
         if user is None:
             return Response({"error": INVALID}, status=status.HTTP_401_UNAUTHORIZED)
-        refresh = RefreshToken.for_user(user)
-        access = str(refresh.access_token)
+        return Response(token_body(RefreshToken.for_user(user)))
+
+
+class TokenRefreshView(APIView):
+    """Trade a refresh token for a new access token and a new refresh token.
+
+    Refresh tokens rotate: the one sent is blacklisted and cannot be used
+    again. No Bearer header is needed; the refresh token is the credential.
+    """
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [LoginIPThrottle]
+
+    def get_authenticate_header(self, request) -> str:
+        # Without authentication classes DRF would turn a refused token into
+        # a 403; a bad refresh token is a 401, like a bad access token.
+        return 'Bearer realm="api"'
+
+    @extend_schema(
+        operation_id="token_refresh",
+        tags=["accounts"],
+        summary="Refresh tokens (rotating)",
+        request=RefreshSerializer,
+        responses={
+            200: TokensSerializer,
+            401: OpenApiResponse(
+                ErrorSerializer,
+                description="Invalid, expired or blacklisted refresh token, or inactive user.",
+            ),
+            429: TOO_MANY,
+        },
+        auth=[],
+    )
+    def post(self, request):
+        serializer = TokenRefreshSerializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from exc
+        except get_user_model().DoesNotExist:
+            raise exceptions.AuthenticationFailed(
+                "No active account found for the given token."
+            ) from None
+        tokens = serializer.validated_data
         return Response(
             {
-                "Token": access,
-                "access": access,
-                "refresh": str(refresh),
+                "Token": tokens["access"],
+                "access": tokens["access"],
+                "refresh": tokens["refresh"],
                 "token_type": "Bearer",
-                "expires_in": int(settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()),
+                "expires_in": int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()),
             }
+        )
+
+
+class LogoutView(APIView):
+    """Revoke a refresh token (blacklist it). Access tokens already issued stay
+    valid until they expire, which is why they are short-lived."""
+
+    @extend_schema(
+        operation_id="logout",
+        tags=["accounts"],
+        summary="Log out: blacklist a refresh token",
+        request=LogoutSerializer,
+        responses={
+            200: MessageSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer, description="Missing, invalid or someone else's refresh token."
+            ),
+        },
+    )
+    def post(self, request):
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            refresh = RefreshToken(serializer.validated_data["refresh"])
+        except TokenError as exc:
+            raise exceptions.ValidationError({"refresh": [str(exc)]}) from exc
+        if str(refresh.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
+            raise exceptions.ValidationError(
+                {"refresh": ["This refresh token belongs to another user."]}
+            )
+        refresh.blacklist()
+        return Response({"message": "Logged out"})
+
+
+class MeView(APIView):
+    @extend_schema(
+        operation_id="me",
+        tags=["accounts"],
+        summary="The authenticated user",
+        responses={200: MeSerializer},
+    )
+    def get(self, request):
+        user = request.user
+        return Response(
+            MeSerializer(
+                {
+                    "id": user.pk,
+                    "username": user.get_username(),
+                    "email": user.email or "",
+                    "is_staff": user.is_staff,
+                    "date_joined": user.date_joined,
+                }
+            ).data
         )

@@ -7,9 +7,12 @@ with the request; their details never reach the client.
 from __future__ import annotations
 
 import logging
+import math
 
-from django.http import JsonResponse
-from rest_framework import exceptions, status
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -47,6 +50,12 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.message, **exc.extra), status=exc.status)
+    # Django's own exceptions keep their message (DRF would convert them too,
+    # but the sentence is read from the DRF exception below).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
 
     response = exception_handler(exc, context)
     if response is None:
@@ -65,15 +74,26 @@ def api_exception_handler(exc, context):
         if isinstance(exc.detail, dict):
             response.data["error"] = "Invalid input: " + ", ".join(sorted(map(str, fields))) + "."
     elif isinstance(exc, exceptions.Throttled):
-        response.data = error_body(
-            f"Too many requests; try again in {exc.wait:.0f} seconds."
-            if exc.wait
-            else MESSAGES[429],
-            retry_after=int(exc.wait) if exc.wait else None,
-        )
+        if exc.wait:
+            wait = max(1, math.ceil(exc.wait))
+            response.data = error_body(
+                f"Too many requests; try again in {wait} seconds.", retry_after=wait
+            )
+        else:
+            response.data = error_body(MESSAGES[429])
     else:
         response.data = error_body(_sentence(getattr(exc, "detail", None), fallback))
     return response
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error answer (documentation only)."""
+
+    error = serializers.CharField(help_text="What went wrong, as a sentence.")
+    fields = serializers.DictField(
+        required=False,
+        help_text="Field-level errors: field name -> list of messages (or nested fields).",
+    )
 
 
 def json_error(request, status_code: int, message: str | None = None) -> JsonResponse:
@@ -82,6 +102,13 @@ def json_error(request, status_code: int, message: str | None = None) -> JsonRes
 
 def not_found(request, exception=None):
     return json_error(request, 404)
+
+
+@csrf_exempt  # a POST to an unknown path is a 404, not a CSRF failure page
+def unknown_route(request, *args, **kwargs):
+    """The last URL pattern: unknown paths answer with the JSON error even with
+    DEBUG=True, where Django would otherwise render its HTML 404 page."""
+    return json_error(request, 404, "Not found: no such endpoint.")
 
 
 def server_error(request):

@@ -32,6 +32,25 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8081)
 
+# --- HTTPS (production) -------------------------------------------------------
+# Off by default so `make run` works over plain http on localhost; the README's
+# production settings turn them on (and `manage.py check --deploy` is clean).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating proxy: "HTTP_X_FORWARDED_PROTO,https". Only set it
+# when the proxy always sets (and overwrites) that header.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. "
+        "SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (or empty)."
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -54,6 +73,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body: DRF reads the raw stream, so Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE alone would not cap a JSON body.
+    "config.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -102,6 +124,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Throttle counters live here. The default (memory) is per process: with
+# several web processes or hosts, point CACHE_URL at Redis so they share counts.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -127,10 +153,19 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Views pick their throttles (accounts/throttles.py); these are the rates.
+    "DEFAULT_THROTTLE_RATES": {
+        "login_ip": env.str("THROTTLE_LOGIN_IP", default="30/min"),
+        "login_username": env.str("THROTTLE_LOGIN_USERNAME", default="10/min"),
+        "task_create": env.str("THROTTLE_TASK_CREATE", default="120/min"),
+    },
+    # How many proxies in front of the server append to X-Forwarded-For; the
+    # per-IP login throttle trusts that many entries (0: REMOTE_ADDR only).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 
 SIMPLE_JWT = {
@@ -151,6 +186,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.finish_schema",
+    ],
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks.models.Status",
+        "UnfinishedStatusEnum": [("queued", "Queued"), ("in_progress", "In progress")],
+        "UnsuccessfulStatusEnum": [("failed", "Failed"), ("cancelled", "Cancelled")],
+    },
 }
 
 # --- Tasks ----------------------------------------------------------------
@@ -191,7 +239,10 @@ TASKS = {
 # A Prometheus scraper sends `Authorization: Bearer <METRICS_TOKEN>`; empty
 # means only staff users' access tokens may read /metrics.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Largest request body (bytes); bigger ones get a 413 JSON error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
+# Deepest nesting of arrays/objects a JSON body may have.
+MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
 
 # --- django-q2: the transport ---------------------------------------------
 # Our Task row is the record; django-q2 only carries task ids to workers.

@@ -1,10 +1,23 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from .errors import unknown_route
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(
+        r"^api/redoc/?$",
+        # A copy of the page that loads nothing from the internet (no web fonts).
+        SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"),
+        name="redoc",
+    ),
     path("", include("accounts.urls")),
     path("", include("tasks.api.urls")),
+    # Last: any other path is a JSON 404, whatever DEBUG says.
+    re_path(r"^", unknown_route),
 ]
 
 handler400 = "config.errors.bad_request"

@@ -56,6 +56,91 @@ class TaskType:
             raise serializers.ValidationError({"args": serializer.errors})
         return dict(serializer.validated_data)
 
+    def args_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the arguments, built from the serializer that
+        validates them (so the catalogue cannot drift from validation)."""
+        return serializer_schema(self.args_serializer())
+
+
+# --- JSON Schema from a serializer ---------------------------------------------
+# Checked most specific first: EmailField is a CharField, and so on.
+_FORMATS: list[tuple[type, dict[str, Any]]] = [
+    (serializers.EmailField, {"type": "string", "format": "email"}),
+    (serializers.URLField, {"type": "string", "format": "uri"}),
+    (serializers.UUIDField, {"type": "string", "format": "uuid"}),
+    (serializers.DateTimeField, {"type": "string", "format": "date-time"}),
+    (serializers.DateField, {"type": "string", "format": "date"}),
+    (serializers.TimeField, {"type": "string", "format": "time"}),
+    (serializers.DurationField, {"type": "string"}),
+    (serializers.CharField, {"type": "string"}),
+    (serializers.BooleanField, {"type": "boolean"}),
+    (serializers.IntegerField, {"type": "integer"}),
+    (serializers.FloatField, {"type": "number"}),
+    (serializers.DecimalField, {"type": "string", "format": "decimal"}),
+    (serializers.DictField, {"type": "object"}),
+    (serializers.JSONField, {}),
+]
+
+
+def serializer_schema(serializer: serializers.Serializer) -> dict[str, Any]:
+    """JSON Schema of a serializer's writable fields. Unknown keys are refused
+    by `validate_args`, hence `additionalProperties: false`."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, field in serializer.fields.items():
+        if field.read_only:
+            continue
+        properties[name] = field_schema(field)
+        if field.required:
+            required.append(name)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def field_schema(field: serializers.Field) -> dict[str, Any]:
+    """JSON Schema of one serializer field, with its limits, default and help text."""
+    if isinstance(field, serializers.Serializer):
+        schema = serializer_schema(field)
+    elif isinstance(field, serializers.ListSerializer):
+        schema = {"type": "array", "items": field_schema(field.child)}
+    elif isinstance(field, serializers.ListField):
+        schema = {"type": "array", "items": field_schema(field.child)}
+        _bounds(schema, field, min_length="minItems", max_length="maxItems")
+    elif isinstance(field, serializers.ChoiceField):
+        schema = {"enum": list(field.choices)}
+    else:
+        schema = next((dict(fmt) for cls, fmt in _FORMATS if isinstance(field, cls)), {})
+        if isinstance(field, serializers.DictField) and not isinstance(
+            field.child, serializers._UnvalidatedField
+        ):
+            schema["additionalProperties"] = field_schema(field.child)
+        if isinstance(field, serializers.CharField):
+            _bounds(schema, field, min_length="minLength", max_length="maxLength")
+            if not field.allow_blank and "minLength" not in schema:
+                schema["minLength"] = 1
+        if isinstance(field, (serializers.IntegerField, serializers.FloatField)):
+            _bounds(schema, field, min_value="minimum", max_value="maximum")
+    if getattr(field, "allow_null", False):
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    if field.default is not serializers.empty and not callable(field.default):
+        schema["default"] = field.default
+    if field.help_text:
+        schema["description"] = str(field.help_text)
+    return schema
+
+
+def _bounds(schema: dict[str, Any], field: serializers.Field, **names: str) -> None:
+    for attr, key in names.items():
+        value = getattr(field, attr, None)
+        if value is not None:
+            schema[key] = value
+
 
 _registry: dict[str, TaskType] = {}
 

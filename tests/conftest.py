@@ -1,9 +1,19 @@
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    """Throttle counters live in the cache; each test starts with none, so
+    requests made by earlier tests never throttle a later one."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..jobs import DEFAULT_TYPE
@@ -25,8 +26,10 @@ class TaskCreateSerializer(StrictSerializer):
         max_length=100,
         help_text="A registered task type (see /tasks/types). Defaults to the demo task.",
     )
-    args = serializers.JSONField(
-        required=False, default=dict, help_text="The type's arguments, a JSON object."
+    args = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="The type's arguments, a JSON object (see /tasks/types for each type's).",
     )
     timeout = serializers.IntegerField(
         required=False,
@@ -68,6 +71,19 @@ class TaskCreateSerializer(StrictSerializer):
         return attrs
 
 
+TASK_ERROR_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "Why the task (or attempt) failed; `traceback` is shown to staff only.",
+    "properties": {
+        "message": {"type": "string"},
+        "type": {"type": "string"},
+        "traceback": {"type": "string"},
+    },
+}
+
+
+@extend_schema_field(TASK_ERROR_SCHEMA)
 class TaskErrorField(serializers.Field):
     """The task's error; the traceback is shown to staff only."""
 
@@ -95,8 +111,14 @@ class AttemptSerializer(serializers.ModelSerializer):
         fields = ["number", "outcome", "worker", "started_at", "finished_at", "error"]
 
 
+class ProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField(min_value=0, max_value=100)
+    message = serializers.CharField(allow_blank=True)
+
+
 class TaskSerializer(serializers.ModelSerializer):
     id = serializers.IntegerField(read_only=True)
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
     error = TaskErrorField()
     progress = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
@@ -106,6 +128,7 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "url",
+            "owner",
             "type",
             "args",
             "status",
@@ -128,6 +151,7 @@ class TaskSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(ProgressSerializer)
     def get_progress(self, task) -> dict:
         return {"percent": task.progress, "message": task.progress_message}
 
@@ -144,10 +168,11 @@ class TaskDetailSerializer(TaskSerializer):
 
 
 class TaskStartedSerializer(serializers.Serializer):
-    message = serializers.CharField()
+    message = serializers.CharField(help_text='"Task started" (or "Task already exists").')
     task_id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Status.choices)
     type = serializers.CharField()
+    run_at = serializers.DateTimeField(allow_null=True)
 
 
 class TaskStatusSerializer(serializers.Serializer):
@@ -158,3 +183,63 @@ class TaskStatusSerializer(serializers.Serializer):
     progress_message = serializers.CharField()
     attempts = serializers.IntegerField()
     run_at = serializers.DateTimeField(allow_null=True)
+
+
+class TaskCompletedSerializer(serializers.Serializer):
+    Task = serializers.CharField(help_text='Always "completed".')
+    output = serializers.JSONField(help_text="What the task returned.")
+    task_id = serializers.IntegerField()
+
+
+class TaskNotCompletedSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text='"Task not completed yet".')
+    status = serializers.ChoiceField(choices=[Status.QUEUED, Status.IN_PROGRESS])
+    progress = serializers.IntegerField()
+
+
+class TaskNeverCompletesSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    status = serializers.ChoiceField(choices=[Status.FAILED, Status.CANCELLED])
+
+
+class TaskTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    timeout = serializers.IntegerField(help_text="Default timeout in seconds.")
+    max_retries = serializers.IntegerField(help_text="Default automatic retries.")
+    args_schema = serializers.DictField(help_text="JSON Schema of the type's `args`.")
+
+
+class TaskTypesSerializer(serializers.Serializer):
+    types = TaskTypeSerializer(many=True)
+
+
+ORDERINGS = ["-id", "id", "-created_at", "created_at"]
+
+
+class TaskListParamsSerializer(serializers.Serializer):
+    """Query parameters of the list besides the filters."""
+
+    all = serializers.BooleanField(
+        default=False, help_text="Staff only: list every user's tasks, not just your own."
+    )
+    ordering = serializers.ChoiceField(
+        choices=ORDERINGS, required=False, help_text="Sort order; newest first by default."
+    )
+
+
+class TaskRetrieveParamsSerializer(serializers.Serializer):
+    wait = serializers.IntegerField(
+        default=0,
+        min_value=0,
+        max_value=30,
+        help_text="Answer as soon as the task is finished, or after this many seconds "
+        "with its current state (0: at once).",
+    )
+
+
+class IdempotencyKeySerializer(serializers.Serializer):
+    key = serializers.RegexField(
+        r"^[\x21-\x7e]{1,255}$",
+        error_messages={"invalid": "Use 1 to 255 printable ASCII characters without spaces."},
+    )

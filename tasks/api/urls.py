@@ -1,7 +1,7 @@
 from django.urls import re_path
 
 from .operations import HealthView, MetricsView
-from .views import TaskCompletedView, TaskStatusView, TaskViewSet
+from .views import TaskCompletedView, TaskStatusView, TaskTypesView, TaskViewSet
 
 # Every route answers with and without a trailing slash: a redirect would
 # turn a POST into a GET and lose the task.
@@ -14,6 +14,8 @@ task_retry = TaskViewSet.as_view({"post": "retry"})
 
 urlpatterns = [
     re_path(r"^tasks/?$", task_list, name="task-list"),
+    # Before tasks/{id}, which would otherwise take "types" for an id.
+    re_path(r"^tasks/types/?$", TaskTypesView.as_view(), name="task-types"),
     re_path(rf"^tasks/status/{ID}/?$", TaskStatusView.as_view(), name="task-status"),
     re_path(rf"^tasks/completed/{ID}/?$", TaskCompletedView.as_view(), name="task-completed"),
     re_path(rf"^tasks/{ID}/cancel/?$", task_cancel, name="task-cancel"),

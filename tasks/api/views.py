@@ -1,21 +1,49 @@
 from __future__ import annotations
 
-from rest_framework import exceptions, status, viewsets
-from rest_framework.decorators import action
+from datetime import UTC
+
+from django.utils.dateparse import parse_datetime
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, filters, status, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import selectors, services
+from accounts.throttles import TaskCreateThrottle
+from config.errors import ErrorSerializer
+
+from .. import registry, selectors, services
 from ..models import Status, Task
+from .filters import TaskFilter
 from .serializers import (
+    ORDERINGS,
+    IdempotencyKeySerializer,
+    TaskCompletedSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
+    TaskListParamsSerializer,
+    TaskNeverCompletesSerializer,
+    TaskNotCompletedSerializer,
+    TaskRetrieveParamsSerializer,
     TaskSerializer,
+    TaskStartedSerializer,
+    TaskStatusSerializer,
+    TaskTypesSerializer,
 )
 
 # Ids are bigints; a larger number cannot name a task, so it is simply not found.
 MAX_ID = 2**63 - 1
+
+ID_PARAMETER = OpenApiParameter(
+    "id", OpenApiTypes.INT64, OpenApiParameter.PATH, description="The task's id."
+)
+BAD_ID = OpenApiResponse(ErrorSerializer, description="The id is not an integer.")
+NOT_FOUND = OpenApiResponse(
+    ErrorSerializer, description='"Task not found" (also for another user\'s task).'
+)
+CONFLICT = OpenApiResponse(ErrorSerializer, description="Not possible in the task's state.")
 
 
 def parse_task_id(raw: str) -> int:
@@ -40,37 +68,129 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request):
+        # A cursor is only base64 the client can forge: its position goes
+        # into the query as is, so one that is not a value of the ordering
+        # field would fail in the database (a 500) instead of a 404.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            field = self.ordering[0].lstrip("-")
+            if not _valid_position(field, cursor.position):
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
+
+
+def _valid_position(field: str, position: str) -> bool:
+    if field == "id":
+        return position.isascii() and position.isdigit() and int(position) <= MAX_ID
+    if field == "created_at":
+        try:
+            moment = parse_datetime(position)
+            return moment is not None and moment.astimezone(UTC) is not None
+        except (ValueError, OverflowError):
+            return False
+    return False
+
+
+class TaskOrdering(filters.OrderingFilter):
+    """Lets cursor pagination follow `?ordering=`; the value itself is
+    validated (400 when unknown) by TaskListParamsSerializer."""
+
+    ordering_fields = ["id", "created_at"]
+
+    def get_schema_operation_parameters(self, view):
+        return []  # documented explicitly on the list operation
+
 
 class TaskViewSet(viewsets.GenericViewSet):
     """Tasks of the authenticated user."""
 
     serializer_class = TaskSerializer
     pagination_class = NewestFirst
+    filter_backends = [TaskOrdering, DjangoFilterBackend]
+    filterset_class = TaskFilter
+    ordering_fields = ["id", "created_at"]
 
     def get_queryset(self):
-        queryset = selectors.tasks_of(user=self.request.user)
-        params = self.request.query_params
-        if "status" in params:
-            wanted = params.getlist("status")
-            bad = [s for s in wanted if s not in Status.values]
-            if bad:
-                raise exceptions.ValidationError(
-                    {"status": [f"Unknown status {bad[0]!r}; one of {', '.join(Status.values)}."]}
-                )
-            queryset = queryset.filter(status__in=wanted)
-        if "type" in params:
-            queryset = queryset.filter(type__in=params.getlist("type"))
-        return queryset
+        if getattr(self, "swagger_fake_view", False):
+            return Task.objects.none()
+        params = TaskListParamsSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        if params.validated_data["all"]:
+            return selectors.all_tasks_for_staff(user=self.request.user)
+        return selectors.tasks_of(user=self.request.user)
 
+    def get_throttles(self):
+        if self.action == "create":
+            return [TaskCreateThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(
+        operation_id="tasks_list",
+        tags=["tasks"],
+        summary="List your tasks (newest first, cursor-paginated)",
+        parameters=[
+            TaskListParamsSerializer,
+            OpenApiParameter(
+                "ordering", OpenApiTypes.STR, enum=ORDERINGS, description="Sort order."
+            ),
+        ],
+        responses={
+            200: TaskSerializer(many=True),
+            400: OpenApiResponse(ErrorSerializer, description="A bad filter value."),
+            403: OpenApiResponse(ErrorSerializer, description="`all=true` by a non-staff user."),
+            404: OpenApiResponse(ErrorSerializer, description="An invalid cursor."),
+        },
+    )
     def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
         return self.get_paginated_response(
             TaskSerializer(page, many=True, context={"request": request}).data
         )
 
+    @extend_schema(
+        operation_id="tasks_create",
+        tags=["tasks"],
+        summary="Start a task (an empty body starts the demo task)",
+        request=TaskCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Send the same key again to get the same task back instead of "
+                "a second one (printable ASCII, at most 255 characters).",
+            ),
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200, 202],
+                description="The task's URL, /tasks/{id}.",
+            ),
+        ],
+        responses={
+            202: TaskStartedSerializer,
+            200: OpenApiResponse(
+                TaskStartedSerializer, description="The task this Idempotency-Key already made."
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="A bad body: unknown type, invalid args (under `fields`), "
+                "args too large.",
+            ),
+            409: OpenApiResponse(
+                ErrorSerializer, description="Idempotency-Key reused with a different request."
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="Throttled (see Retry-After), or too many unfinished tasks.",
+            ),
+        },
+    )
     def create(self, request):
-        body = request.data if request.data is not None else {}
-        serializer = TaskCreateSerializer(data=body)
+        serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         submitted = services.submit_task(
@@ -82,7 +202,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             priority=data.get("priority", 0),
             run_at=data.get("run_at"),
             delay=data.get("delay"),
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            idempotency_key=self._idempotency_key(request),
         )
         task = submitted.task
         body = {
@@ -98,16 +218,58 @@ class TaskViewSet(viewsets.GenericViewSet):
             headers={"Location": f"/tasks/{task.pk}"},
         )
 
+    @staticmethod
+    def _idempotency_key(request) -> str | None:
+        raw = request.headers.get("Idempotency-Key")
+        if raw is None or raw == "":
+            return None
+        key = IdempotencyKeySerializer(data={"key": raw})
+        if not key.is_valid():
+            raise exceptions.ValidationError({"Idempotency-Key": key.errors["key"]})
+        return key.validated_data["key"]
+
+    @extend_schema(
+        operation_id="tasks_retrieve",
+        tags=["tasks"],
+        summary="One task with all its fields (optionally waiting for it to finish)",
+        parameters=[ID_PARAMETER, TaskRetrieveParamsSerializer],
+        responses={
+            200: TaskDetailSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="A bad id or `wait` value."),
+            404: NOT_FOUND,
+        },
+    )
     def retrieve(self, request, pk=None):
         task = get_own_task(request, pk)
+        params = TaskRetrieveParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        wait = params.validated_data["wait"]
+        if wait and not task.is_finished:
+            task = selectors.task_of_when_finished(user=request.user, task_id=task.pk, wait=wait)
+            if task is None:
+                raise exceptions.NotFound("Task not found")
         return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        operation_id="tasks_cancel",
+        tags=["tasks"],
+        summary="Cancel a queued task, or ask a running one to stop",
+        parameters=[ID_PARAMETER],
+        request=None,
+        responses={200: TaskSerializer, 400: BAD_ID, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def cancel(self, request, pk=None):
         task = services.cancel_task(task=get_own_task(request, pk))
         return Response(TaskSerializer(task, context={"request": request}).data)
 
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        operation_id="tasks_retry",
+        tags=["tasks"],
+        summary="Run a failed or cancelled task again",
+        parameters=[ID_PARAMETER],
+        request=None,
+        responses={202: TaskSerializer, 400: BAD_ID, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def retry(self, request, pk=None):
         task = services.retry_task(task=get_own_task(request, pk))
         return Response(
@@ -116,9 +278,40 @@ class TaskViewSet(viewsets.GenericViewSet):
         )
 
 
+class TaskTypesView(APIView):
+    """The catalogue: every registered task type with its defaults and the
+    JSON Schema of its arguments."""
+
+    @extend_schema(
+        operation_id="task_types",
+        tags=["tasks"],
+        summary="The task types you can start, with their argument schemas",
+        responses={200: TaskTypesSerializer},
+    )
+    def get(self, request):
+        types = [
+            {
+                "name": t.name,
+                "description": t.description,
+                "timeout": t.timeout,
+                "max_retries": t.max_retries,
+                "args_schema": t.args_schema(),
+            }
+            for t in registry.all_types()
+        ]
+        return Response({"types": types})
+
+
 class TaskStatusView(APIView):
     """The seed's status route: `{"status": ...}` plus progress."""
 
+    @extend_schema(
+        operation_id="tasks_status",
+        tags=["seed"],
+        summary="A task's status (seed route)",
+        parameters=[ID_PARAMETER],
+        responses={200: TaskStatusSerializer, 400: BAD_ID, 404: NOT_FOUND},
+    )
     def get(self, request, pk: str):
         task = get_own_task(request, pk)
         return Response(
@@ -138,6 +331,23 @@ class TaskCompletedView(APIView):
     """The seed's output route: 200 once completed, 202 while it may still
     complete, 409 once it never will."""
 
+    @extend_schema(
+        operation_id="tasks_completed",
+        tags=["seed"],
+        summary="A completed task's output (seed route)",
+        parameters=[ID_PARAMETER],
+        responses={
+            200: TaskCompletedSerializer,
+            202: OpenApiResponse(
+                TaskNotCompletedSerializer, description="Queued or running: ask again later."
+            ),
+            400: BAD_ID,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                TaskNeverCompletesSerializer, description="Failed or cancelled: it never will."
+            ),
+        },
+    )
     def get(self, request, pk: str):
         task = get_own_task(request, pk)
         if task.status == Status.COMPLETED:

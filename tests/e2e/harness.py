@@ -20,6 +20,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"
+# Generous: a request that takes this long on a loaded machine is slow, not broken.
+HTTP_TIMEOUT = 30
 
 
 def free_port() -> int:
@@ -65,6 +67,10 @@ class Stack:
             "TASK_REQUEUE_AFTER_SECONDS": "5",
             "TASK_RETRY_BACKOFF_BASE": "0.5",
             "TEST_RECORD_FILE": str(tmp_path / "records.txt"),
+            # Tests that submit many tasks or log in often must not meet 429s.
+            "THROTTLE_LOGIN_IP": "10000/min",
+            "THROTTLE_LOGIN_USERNAME": "10000/min",
+            "THROTTLE_TASK_CREATE": "10000/min",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SETTINGS_MODULE": "config.settings",
             **(env or {}),
@@ -134,7 +140,8 @@ class Stack:
         try:
             requests.get(self.base + "/login", timeout=5)
             return True
-        # A busy machine may accept the connection before a worker can answer.
+        # A busy machine may accept the connection but answer slowly while
+        # gunicorn boots: that is "not up yet", not a failure.
         except (requests.ConnectionError, requests.Timeout):
             if self.web and self.web.poll() is not None:
                 raise AssertionError("web server exited:\n" + self.log("web")) from None
@@ -182,7 +189,9 @@ class Stack:
 
     def login(self, username: str = "alice") -> requests.Session:
         response = requests.post(
-            self.base + "/login", json={"username": username, "password": PASSWORD}, timeout=10
+            self.base + "/login",
+            json={"username": username, "password": PASSWORD},
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 200, response.text
         session = requests.Session()
@@ -191,13 +200,15 @@ class Stack:
 
     def submit(self, session: requests.Session, type_: str, args=None, **extra) -> int:
         response = session.post(
-            self.base + "/tasks", json={"type": type_, "args": args or {}, **extra}, timeout=10
+            self.base + "/tasks",
+            json={"type": type_, "args": args or {}, **extra},
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 202, response.text
         return response.json()["task_id"]
 
     def task(self, session: requests.Session, task_id: int) -> dict:
-        response = session.get(f"{self.base}/tasks/{task_id}", timeout=10)
+        response = session.get(f"{self.base}/tasks/{task_id}", timeout=HTTP_TIMEOUT)
         assert response.status_code == 200, response.text
         return response.json()
 

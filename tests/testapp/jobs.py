@@ -74,3 +74,12 @@ def record(ctx, seconds: float):
 @task_type("test.big_output", description="Returns an output over any small limit.")
 def big_output(ctx):
     return {"data": "x" * 200_000}
+
+
+class EchoArgs(serializers.Serializer):
+    payload = serializers.JSONField(help_text="Any JSON; returned as the output.")
+
+
+@task_type("test.echo", args=EchoArgs, description="Returns its free-form JSON payload.")
+def echo(ctx, payload):
+    return {"payload": payload}

@@ -1,0 +1,58 @@
+"""Final touches on the generated OpenAPI schema.
+
+Routes accept an optional trailing slash (`/tasks` and `/tasks/`); the schema
+names each once, without it. Errors every operation can meet (bad body, wrong
+content type, too large, missing token, server error) are documented here
+once instead of on every view, as is the Retry-After header of a 429.
+"""
+
+from __future__ import annotations
+
+from config.errors import MESSAGES
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "The body of every error answer.",
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong, as a sentence."},
+        "fields": {
+            "type": "object",
+            "additionalProperties": {},
+            "description": "Field-level errors: field name -> messages (or nested fields).",
+        },
+    },
+    "required": ["error"],
+}
+
+
+def _error_response(code: int) -> dict:
+    return {
+        "description": MESSAGES[code],
+        "content": {"application/json": {"schema": ERROR_REF}},
+    }
+
+
+def finish_schema(result, generator, request, public):
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    paths = {}
+    for path, item in result.get("paths", {}).items():
+        paths[path.rstrip("/") or "/"] = item
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            codes = [500]
+            if operation.get("security") != [{}] and "security" in operation:
+                codes.append(401)
+            if method in ("post", "put", "patch"):
+                codes += [400, 413, 415]
+            for code in codes:
+                responses.setdefault(str(code), _error_response(code))
+            if "429" in responses:
+                responses["429"].setdefault("headers", {})["Retry-After"] = {
+                    "description": "Seconds to wait before trying again (when throttled).",
+                    "schema": {"type": "integer"},
+                }
+    result["paths"] = paths
+    return result
