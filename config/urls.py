@@ -17,7 +17,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("tasks.api.urls")),
     # Last: any other path is a JSON 404, whatever DEBUG says.
-    re_path(r"^", unknown_route),
+    re_path(r"^", unknown_route, name="unknown-route"),
 ]
 
 handler400 = "config.errors.bad_request"

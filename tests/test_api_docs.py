@@ -73,7 +73,13 @@ def test_every_endpoint_is_documented_with_its_errors(schema):
         for code in errors:
             content = responses[code]["content"]["application/json"]["schema"]
             assert "$ref" in content, (path, method, code)
-        if path not in ("/login", "/token/refresh"):
+        if path == "/metrics":
+            assert {"metricsToken": []} in op["security"], (path, method)
+            assert {"jwtAuth": []} in op["security"], (path, method)
+        elif path == "/health":
+            assert op.get("security", [{}]) == [{}], "health is public"
+            assert "503" in responses
+        elif path not in ("/login", "/token/refresh"):
             assert op["security"] == [{"jwtAuth": []}], (path, method)
             assert "401" in responses, (path, method)
         if method == "post":

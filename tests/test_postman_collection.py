@@ -7,7 +7,7 @@ from pathlib import Path
 from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve
 
 COLLECTION = Path(__file__).resolve().parents[1] / "postman" / "task-runner.postman_collection.json"
-# Requests for routes another change adds; they may not resolve yet.
+# A folder whose requests may name routes that do not exist yet.
 PENDING_FOLDER = "Tokens and catalogue"
 # Values for the path variables the collection uses.
 SAMPLE = {"taskId": "1", "delayedTaskId": "2", "defaultTaskId": "3"}

@@ -6,13 +6,29 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpResponse
 from django.utils.crypto import constant_time_compare
-from rest_framework import authentication, permissions, status
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import authentication, permissions, serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from config.errors import ErrorSerializer
+
 from .. import metrics, queue, selectors
+
+HEALTH_BODY = inline_serializer(
+    "Health",
+    {
+        "status": serializers.CharField(help_text='"ok", or "unavailable" with a 503.'),
+        "checks": serializers.DictField(help_text="database and workers, each with `ok`."),
+        "queue": serializers.DictField(help_text="broker name and messages waiting."),
+        "tasks": serializers.DictField(allow_null=True, help_text="queued and in_progress counts."),
+        "error": serializers.CharField(required=False, help_text="What failed (503 only)."),
+    },
+)
 
 
 class AlwaysJSON(BaseContentNegotiation):
@@ -38,6 +54,15 @@ class HealthView(APIView):
     throttle_classes = []
     content_negotiation_class = AlwaysJSON
 
+    @extend_schema(
+        summary="Health of the database and the workers",
+        tags=["operations"],
+        auth=[],
+        responses={
+            200: HEALTH_BODY,
+            503: OpenApiResponse(HEALTH_BODY, description="The database or the workers are down."),
+        },
+    )
     def get(self, request):
         stale = settings.TASKS["WORKER_STALE_SECONDS"]
         database_ok = selectors.database_reachable()
@@ -120,5 +145,27 @@ class MetricsView(APIView):
     throttle_classes = []
     content_negotiation_class = AlwaysJSON
 
+    @extend_schema(
+        summary="Metrics in the Prometheus text format",
+        tags=["operations"],
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="Prometheus text exposition format 0.0.4."
+            ),
+            403: OpenApiResponse(ErrorSerializer, description="Not staff, not the metrics token."),
+        },
+    )
     def get(self, request):
         return HttpResponse(metrics.render(), content_type=metrics.CONTENT_TYPE)
+
+
+class MetricsTokenScheme(OpenApiAuthenticationExtension):
+    target_class = MetricsTokenAuthentication
+    name = "metricsToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The METRICS_TOKEN setting, for a Prometheus scraper.",
+        }

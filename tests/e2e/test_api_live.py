@@ -97,7 +97,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
         counts = re.search(r"(\d+) generated, (\d+) passed", output)
         assert counts, output[-5000:]
         assert int(counts[1]) == int(counts[2]) > 100, output[-5000:]
-        assert "Operations:       12 selected / 12 total" in output, output[:3000]
+        assert "Operations:       14 selected / 14 total" in output, output[:3000]
         logs = stack.all_logs()
         assert '" 500 ' not in logs and "Traceback" not in logs, logs[-10000:]
     finally:
