@@ -9,9 +9,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def make_user(db):
     def make(username="alice", **extra):
-        return get_user_model().objects.create_user(
-            username=username, password=PASSWORD, **extra
-        )
+        return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
     return make
 

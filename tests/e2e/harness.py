@@ -76,14 +76,23 @@ class Stack:
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT, env=self.env, check=check, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self, users: tuple[str, ...] = ("alice", "bob")) -> Stack:
@@ -94,7 +103,8 @@ class Stack:
             for u in users
         )
         self.manage(
-            "shell", "-c",
+            "shell",
+            "-c",
             f"from django.contrib.auth import get_user_model; User = get_user_model(); {script}",
         )
         self.start_web()
@@ -103,9 +113,20 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._spawn(
-            "web", "-m", "gunicorn", "config.wsgi:application", "--bind",
-            f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4",
-            "--worker-class", "gthread", "--access-logfile", "-",
+            "web",
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--worker-class",
+            "gthread",
+            "--access-logfile",
+            "-",
         )
         wait_for(self._web_up, 30, what="the web server")
 
