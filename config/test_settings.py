@@ -1,6 +1,7 @@
 """Settings for the test suite: the normal settings, with jobs run inline."""
 
 import os
+import tempfile
 
 os.environ.setdefault("DEBUG", "False")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
@@ -13,3 +14,11 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 TASKS = {**TASKS, "DEFAULT_SECONDS": 0.2, "PROGRESS_INTERVAL": 0.0}
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not Django's default in-memory test database: tests that race
+    # real threads need SQLite's busy timeout, which a shared-cache in-memory
+    # database ignores (it fails at once with "database table is locked").
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"task-runner-test-{os.getpid()}.sqlite3")
+    }
