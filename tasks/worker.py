@@ -24,6 +24,10 @@ from .models import TaskAttempt
 logger = logging.getLogger(__name__)
 
 
+# The shortest nap `TaskContext.sleep` takes between cancellation checks.
+SLEEP_SLICE = 0.05
+
+
 class TaskCancelled(Exception):
     """Raised inside a task by `ctx.check_cancelled()` when it must stop."""
 
@@ -82,9 +86,13 @@ class TaskContext:
     def sleep(self, seconds: float) -> None:
         """Sleep, checking for cancellation along the way."""
         deadline = time.monotonic() + seconds
+        # Sleep in slices, never shorter than SLEEP_SLICE: with no progress
+        # interval configured, half of it is 0 and the loop would spin,
+        # reading the row thousands of times a second.
+        step = max(self._interval / 2, SLEEP_SLICE)
         while (left := deadline - time.monotonic()) > 0:
             self.check_cancelled()
-            time.sleep(min(left, self._interval / 2))
+            time.sleep(min(left, step))
         self.check_cancelled()
 
     def log(self, message: str, *args: Any, level: int = logging.INFO) -> None:

@@ -692,6 +692,20 @@ def test_racing_retries_queue_one_new_attempt(make_user, sent):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_racing_idempotent_requests_create_one_task(make_user, sent):
+    owner = make_user("racer")
+    clients = [client_for(owner) for _ in range(4)]
+    body = {"type": "wordcount", "args": {"text": "once"}}
+
+    responses = race(*[lambda c=c: post_with_key(c, "same-key", body) for c in clients])
+
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 202]
+    assert len({r.json()["task_id"] for r in responses}) == 1
+    assert Task.objects.filter(owner=owner).count() == 1
+    assert len(sent) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_racing_deliveries_run_an_attempt_once(make_user, sent):
     owner = make_user("racer")
     task = submit(owner, "wordcount", {"text": "x"})
@@ -777,3 +791,17 @@ def test_progress_from_a_superseded_attempt_is_ignored(owner, sent):
 
     task.refresh_from_db()
     assert task.progress == 0
+
+
+def test_sleeping_in_a_task_does_not_spin_on_the_database(owner, sent):
+    task = submit(owner, "demo")
+    services.claim_task(task_id=task.pk, attempt=1, worker="w")
+    # No rate limit at all: every check reads the row, so only the slicing
+    # of the sleep keeps the number of reads down.
+    with tasks_settings(PROGRESS_INTERVAL=0.0):
+        ctx = worker.TaskContext(task_id=task.pk, attempt=1, owner_id=owner.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        ctx.sleep(0.3)
+
+    assert len(queries.captured_queries) <= 0.3 / worker.SLEEP_SLICE + 2

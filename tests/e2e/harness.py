@@ -128,13 +128,13 @@ class Stack:
             "--access-logfile",
             "-",
         )
-        wait_for(self._web_up, 30, what="the web server")
+        wait_for(self._web_up, 60, what="the web server")
 
     def _web_up(self) -> bool:
         try:
-            requests.get(self.base + "/login", timeout=1)
+            requests.get(self.base + "/login", timeout=5)
             return True
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if self.web and self.web.poll() is not None:
                 raise AssertionError("web server exited:\n" + self.log("web")) from None
             return False
