@@ -211,12 +211,14 @@ def _maintenance_loop(proc_name: str) -> None:
     host, pid = socket.gethostname(), os.getpid()
     beat_every = max(1, int(5 / max(interval, 0.1)))
     tick = 0
+    # Which queued tasks' messages were missing from the broker, and since when.
+    missing_since: dict = {}
     while True:
         try:
             close_old_connections()
             if tick % beat_every == 0:
                 services.record_heartbeat(name=name, host=host, pid=pid)
-            services.run_maintenance()
+            services.run_maintenance(missing_since=missing_since)
         except Exception:
             logger.exception("maintenance pass failed")
         tick += 1

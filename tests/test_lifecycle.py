@@ -445,37 +445,85 @@ def test_a_live_lease_is_left_alone(owner, sent):
 # --- Lost messages -----------------------------------------------------------------
 
 
+def resend(run_jobs, memory) -> int:
+    return run_jobs(services.resend_lost_messages, missing_since=memory)
+
+
+def age(memory) -> None:
+    """Pretend every task in `memory` has been missing for long enough."""
+    long_ago = timezone.now() - timedelta(seconds=settings.TASKS["REQUEUE_AFTER_SECONDS"] + 1)
+    for key in memory:
+        memory[key] = long_ago
+
+
 def test_a_queued_task_whose_message_was_lost_is_sent_again(owner, monkeypatch, run_jobs, sent):
     task = submit(owner, "wordcount", {"text": "x"})
-    old = timezone.now() - timedelta(seconds=settings.TASKS["REQUEUE_AFTER_SECONDS"] + 1)
-    Task.objects.filter(pk=task.pk).update(enqueued_at=old)
-    sent.clear()
+    sent_at = task.enqueued_at
+    memory = {}
 
     monkeypatch.setattr(queue, "queue_depth", lambda: 3)
-    assert run_jobs(services.resend_lost_messages) == 0  # the queue is busy: just waiting
+    assert resend(run_jobs, memory) == 0  # its message still waits in the broker
     monkeypatch.setattr(queue, "queue_depth", lambda: None)
-    assert run_jobs(services.resend_lost_messages) == 0  # the broker cannot say
-    assert sent == []
+    assert resend(run_jobs, memory) == 0  # the broker cannot say
+    assert memory == {}
 
     monkeypatch.setattr(queue, "queue_depth", lambda: 0)
-    assert run_jobs(services.resend_lost_messages) == 1
+    assert resend(run_jobs, memory) == 0  # missing, but maybe on its way to a worker
+    assert list(memory) == [(task.pk, sent_at)]
+    age(memory)
+    assert resend(run_jobs, memory) == 1
 
     assert sent == [(task.pk, 1)]
     task.refresh_from_db()
-    assert task.enqueued_at > old
+    assert task.enqueued_at > sent_at
     assert task.status == Status.QUEUED
-    # Sent once: a second pass right after finds nothing stale.
-    assert run_jobs(services.resend_lost_messages) == 0
+    # Sent once: the next pass starts counting the new message afresh.
+    assert resend(run_jobs, memory) == 0
+    assert list(memory) == [(task.pk, task.enqueued_at)]
 
 
-def test_a_recent_or_delayed_message_is_not_sent_again(owner, monkeypatch, run_jobs, sent):
-    submit(owner, "wordcount", {"text": "x"})
-    submit(owner, "wordcount", {"text": "x"}, delay=3600)
+def test_a_message_on_its_way_to_a_worker_is_not_sent_again(owner, monkeypatch, run_jobs, sent):
+    task = submit(owner, "wordcount", {"text": "x"})
     monkeypatch.setattr(queue, "queue_depth", lambda: 0)
-    sent.clear()
+    memory = {}
+    assert resend(run_jobs, memory) == 0
+    age(memory)
 
-    assert run_jobs(services.resend_lost_messages) == 0
+    services.claim_task(task_id=task.pk, attempt=1, worker="w")
+
+    assert resend(run_jobs, memory) == 0
+    assert memory == {}
     assert sent == []
+
+
+def test_a_delayed_task_has_no_message_to_lose(owner, monkeypatch, run_jobs, sent):
+    delayed = submit(owner, "wordcount", {"text": "x"}, delay=3600)
+    monkeypatch.setattr(queue, "queue_depth", lambda: 0)
+    memory = {(delayed.pk, timezone.now() - timedelta(hours=1)): timezone.now()}
+    age(memory)
+
+    assert resend(run_jobs, memory) == 0
+    assert memory == {}
+    assert sent == []
+
+
+def test_lost_messages_are_sent_again_behind_a_busy_queue(owner, monkeypatch, run_jobs, sent):
+    lost = submit(owner, "wordcount", {"text": "lost"})
+    waiting = [submit(owner, "wordcount", {"text": "waiting"}) for _ in range(2)]
+    # New work keeps the broker busy: its two messages are the two newer
+    # tasks', so the oldest task's message must be gone.
+    monkeypatch.setattr(queue, "queue_depth", lambda: 2)
+    memory = {}
+    assert resend(run_jobs, memory) == 0
+    assert list(memory) == [(lost.pk, lost.enqueued_at)]
+    age(memory)
+
+    assert resend(run_jobs, memory) == 1
+
+    assert sent == [(lost.pk, 1)]
+    assert Task.objects.get(pk=lost.pk).enqueued_at > lost.enqueued_at
+    for task in waiting:
+        assert Task.objects.get(pk=task.pk).enqueued_at == task.enqueued_at
 
 
 # --- Delayed runs ----------------------------------------------------------------------
