@@ -165,23 +165,45 @@ def test_a_task_past_its_timeout_fails_and_the_pool_keeps_serving(shared_stack, 
     assert stack.wait_status(session, after, TERMINAL, timeout=60)["status"] == "completed"
 
 
+def test_a_task_that_ignores_its_timeout_is_stopped_and_fails(shared_stack, session):
+    stack = shared_stack
+    task_id = stack.submit(session, "test.stubborn", {"seconds": 120}, timeout=2)
+
+    task = stack.wait_status(session, task_id, TERMINAL, timeout=90)
+    after = stack.submit(session, "wordcount", {"text": "still serving"})
+
+    # django-q2 stops the worker a few seconds past the limit; its lease then
+    # expires and the reaper records the timeout.
+    assert task["status"] == "failed"
+    assert task["error"]["message"] == "Task timed out after 2 seconds."
+    assert [a["outcome"] for a in task["attempt_log"]] == ["timed_out"]
+    ran_for = (when(task["finished_at"]) - when(task["started_at"])).total_seconds()
+    assert 2 <= ran_for < 30, ran_for
+    assert stack.wait_status(session, after, TERMINAL, timeout=60)["status"] == "completed"
+
+
 def test_a_cancelled_queued_task_never_starts(shared_stack, session):
     stack = shared_stack
-    delayed = stack.submit(session, "wordcount", {"text": "later"}, delay=2)
-    # Both workers busy, so the next task waits in the queue.
-    busy = [stack.submit(session, "test.sleep", {"seconds": 2}) for _ in range(2)]
-    wait_for(lambda: running_count(stack, session) >= 2, 60, what="two busy workers")
-    waiting = stack.submit(session, "wordcount", {"text": "never"})
 
-    for task_id in (delayed, waiting):
+    def cancel(task_id):
         response = session.post(f"{stack.base}/tasks/{task_id}/cancel", timeout=10)
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "cancelled"
-    # Past the delay and after the workers freed up, nothing has started.
+
+    delayed = stack.submit(session, "wordcount", {"text": "later"}, delay=5)
+    cancel(delayed)
+    # Both workers busy, so the next task waits in the queue.
+    busy = [stack.submit(session, "test.sleep", {"seconds": 4}) for _ in range(2)]
+    wait_for(lambda: running_count(stack, session) >= 2, 60, what="two busy workers")
+    waiting = stack.submit(session, "wordcount", {"text": "never"})
+    cancel(waiting)
+
+    # After the workers freed up and past the delay, nothing has started.
     wait_all_terminal(stack, session, busy, timeout=60)
     follow = stack.submit(session, "wordcount", {"text": "after"})
     stack.wait_status(session, follow, "completed", timeout=60)
-    wait_for(lambda: time.time() > when(stack.task(session, delayed)["run_at"]).timestamp() + 1, 10)
+    run_at = when(stack.task(session, delayed)["run_at"]).timestamp()
+    wait_for(lambda: time.time() > run_at + 2, 30, what="the delayed task's due time")
     for task_id in (delayed, waiting):
         task = stack.task(session, task_id)
         assert task["status"] == "cancelled"

@@ -74,3 +74,25 @@ def record(ctx, seconds: float):
 @task_type("test.big_output", description="Returns an output over any small limit.")
 def big_output(ctx):
     return {"data": "x" * 200_000}
+
+
+class StubbornArgs(serializers.Serializer):
+    seconds = serializers.FloatField(min_value=0, max_value=3600)
+
+
+@task_type(
+    "test.stubborn",
+    args=StubbornArgs,
+    timeout=60,
+    description="Sleeps and swallows every exception, its timeout too.",
+)
+def stubborn(ctx, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except BaseException:
+            # Swallows django-q2's timeout (a SystemExit) like code stuck
+            # where no exception reaches: only stopping the process ends it.
+            continue
+    return {"slept": seconds}
