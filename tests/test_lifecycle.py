@@ -767,6 +767,35 @@ def test_racing_deliveries_run_an_attempt_once(make_user, sent):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("round_", range(5))
+def test_a_cancel_racing_a_delivery_either_stops_it_or_asks_it_to_stop(make_user, sent, round_):
+    owner = make_user("racer")
+    task = submit(owner, "wordcount", {"text": "x"})
+    client = client_for(owner)
+
+    cancel, ran = race(
+        lambda: client.post(f"/tasks/{task.pk}/cancel"),
+        lambda: worker.run_task(task.pk, 1),
+    )
+
+    task.refresh_from_db()
+    if ran == "skipped":
+        # The cancel won: the task never started.
+        assert cancel.status_code == 200
+        assert cancel.json()["status"] == "cancelled"
+        assert (task.status, task.attempts, task.output) == (Status.CANCELLED, 0, None)
+        assert outcomes(task) == []
+    else:
+        # The worker won: the cancel was a request it finished before
+        # checking, or it came after the task had completed.
+        assert ran == "completed"
+        assert task.status == Status.COMPLETED
+        assert cancel.status_code in (200, 409)
+        assert cancel.json()["status"] in ("in_progress", "completed")
+        assert outcomes(task) == ["completed"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_cancel_racing_a_finishing_worker_ends_in_one_state(make_user, sent):
     owner = make_user("racer")
     task = submit(owner, "wordcount", {"text": "x"})
