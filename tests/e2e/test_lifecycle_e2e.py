@@ -19,9 +19,12 @@ from .harness import Stack, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TERMINAL = {"completed", "failed", "cancelled"}
-# Where the Redis variants run. The database number keeps them away from
-# whatever else uses the local Redis; each stack's keys are deleted anyway.
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+# Where the Redis variants run: the suite's Redis when one is configured, else
+# a local one. Each stack has its own cluster name, and its keys are deleted
+# before and after, so runs never see each other's messages.
+REDIS_URL = (
+    os.environ.get("TEST_REDIS_URL") or os.environ.get("Q_REDIS_URL") or "redis://127.0.0.1:6379/7"
+)
 
 
 def when(value: str) -> datetime:
