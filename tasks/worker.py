@@ -51,8 +51,9 @@ class TaskContext:
             logging.getLogger("tasks.run"), {"task_id": task_id, "attempt": attempt}
         )
         self._interval = settings.TASKS["PROGRESS_INTERVAL"]
-        self._last_write = 0.0
-        self._last_check = 0.0
+        # -inf: the first progress report and cancellation check always go through.
+        self._last_write = float("-inf")
+        self._last_check = float("-inf")
         self._pending: tuple[int, str] | None = None
         self.lost = threading.Event()
 
