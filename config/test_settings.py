@@ -1,6 +1,8 @@
 """Settings for the test suite: the normal settings, with jobs run inline."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("DEBUG", "False")
@@ -19,6 +21,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not Django's default in-memory test database: tests that race
     # real threads need SQLite's busy timeout, which a shared-cache in-memory
     # database ignores (it fails at once with "database table is locked").
-    DATABASES["default"]["TEST"] = {  # noqa: F405
-        "NAME": os.path.join(tempfile.gettempdir(), f"task-runner-test-{os.getpid()}.sqlite3")
-    }
+    # Its folder goes at exit, with the -wal/-shm files Django leaves behind.
+    _test_db_dir = tempfile.mkdtemp(prefix="task-runner-test-")
+    atexit.register(shutil.rmtree, _test_db_dir, ignore_errors=True)
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_test_db_dir, "test.sqlite3")}  # noqa: F405
