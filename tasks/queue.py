@@ -92,6 +92,10 @@ def connect_worker_signals() -> None:
 
 
 def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
+    # django-q2 sends post_spawn for an inline (sync) run too, from the calling
+    # process: a web server or the test run must not grow a housekeeping loop.
+    if is_inline():
+        return
     from . import worker
 
     worker.start_maintenance(proc_name)

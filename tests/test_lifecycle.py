@@ -882,3 +882,11 @@ def test_sleeping_in_a_task_does_not_spin_on_the_database(owner, sent):
         ctx.sleep(0.3)
 
     assert len(queries.captured_queries) <= 0.3 / worker.SLEEP_SLICE + 2
+
+
+def test_running_a_task_inline_starts_no_housekeeping_thread(owner, run_jobs):
+    task = run_jobs(submit, owner, "wordcount", {"text": "inline"})
+
+    task.refresh_from_db()
+    assert task.status == Status.COMPLETED
+    assert "task-maintenance" not in {thread.name for thread in threading.enumerate()}
