@@ -1,6 +1,9 @@
 """Settings for the test suite: the normal settings, with jobs run inline."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("DEBUG", "False")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
@@ -19,3 +22,11 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": dict.fromkeys(REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "10000/min"),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not Django's default in-memory test database: tests that race
+    # real threads need SQLite's busy timeout, which a shared-cache in-memory
+    # database ignores (it fails at once with "database table is locked").
+    # Its folder goes at exit, with the -wal/-shm files Django leaves behind.
+    _test_db_dir = tempfile.mkdtemp(prefix="task-runner-test-")
+    atexit.register(shutil.rmtree, _test_db_dir, ignore_errors=True)
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_test_db_dir, "test.sqlite3")}  # noqa: F405

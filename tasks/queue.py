@@ -92,12 +92,10 @@ def connect_worker_signals() -> None:
 
 
 def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
-    from . import worker
-
+    # django-q2 sends post_spawn for an inline (sync) run too, from the calling
+    # process: a web server or the test run must not grow a housekeeping loop.
     if is_inline():
-        # django-q2's sync mode sends post_spawn from the calling process (a
-        # web request, a test) for every task; housekeeping belongs to real
-        # workers only, or the caller would start writing heartbeats.
         return
+    from . import worker
 
     worker.start_maintenance(proc_name)

@@ -490,27 +490,48 @@ def timeout_error(seconds: int) -> dict[str, str]:
     }
 
 
-def resend_lost_messages(*, limit: int = 200) -> int:
-    """Send again queued tasks whose message seems lost in the transport.
+def resend_lost_messages(
+    *, missing_since: dict[tuple[int, datetime], datetime], limit: int = 200
+) -> int:
+    """Send again queued tasks whose message was lost in the transport.
 
     The Redis broker never re-delivers, and the ORM broker only after its long
     `retry`; a message can vanish with a killed cluster before any worker
-    claimed it. A queued task counts as lost once its message is older than
-    REQUEUE_AFTER_SECONDS while the broker holds no waiting message at all
-    (a busy queue means it is simply still waiting its turn). A duplicate
-    message is harmless: only one delivery can claim the attempt.
+    claimed it. The broker hands out messages first in, first out, so the
+    messages it still holds belong to the most recently sent tasks: when
+    fewer messages wait than queued tasks have been sent, the oldest of those
+    tasks are not in the broker. Such a task may just be on its way to a
+    worker (taken off the broker, not claimed yet), so it counts as lost only
+    once it has been missing for REQUEUE_AFTER_SECONDS. `missing_since` is
+    the caller's memory between passes: when each (task, send time) was first
+    seen missing. This works while new work keeps the queue busy, too.
+
+    The order is only roughly first in, first out (the ORM broker does not
+    sort); a wrong guess sends a duplicate, which is harmless: only one
+    delivery can claim the attempt.
     """
     now = timezone.now()
-    stale_before = now - timedelta(seconds=_conf("REQUEUE_AFTER_SECONDS"))
-    stale = list(
-        Task.objects.filter(status=Status.QUEUED, enqueued_at__lt=stale_before)
-        .order_by("enqueued_at")
-        .values_list("pk", "attempts", "timeout", "transport_id", "enqueued_at")[:limit]
-    )
-    if not stale or queue.queue_depth() != 0:
-        return 0
+    sent_tasks = Task.objects.filter(status=Status.QUEUED, enqueued_at__isnull=False)
+    missing: list[tuple] = []
+    if sent_tasks.exists():
+        depth = queue.queue_depth()  # None: the broker cannot say, so guess nothing
+        deficit = 0 if depth is None else sent_tasks.count() - depth
+        if deficit > 0:
+            missing = list(
+                sent_tasks.order_by("enqueued_at", "pk").values_list(
+                    "pk", "attempts", "timeout", "transport_id", "enqueued_at"
+                )[: min(deficit, limit)]
+            )
+    seen_now = {(pk, enqueued_at) for pk, _, _, _, enqueued_at in missing}
+    for key in set(missing_since) - seen_now:
+        del missing_since[key]  # claimed, or back in the count: not lost
+
+    wait = timedelta(seconds=_conf("REQUEUE_AFTER_SECONDS"))
     sent = 0
-    for pk, attempts, timeout, name, enqueued_at in stale:
+    for pk, attempts, timeout, name, enqueued_at in missing:
+        if now - missing_since.setdefault((pk, enqueued_at), now) < wait:
+            continue
+        del missing_since[(pk, enqueued_at)]
         with transaction.atomic():
             if Task.objects.filter(
                 pk=pk, status=Status.QUEUED, attempts=attempts, enqueued_at=enqueued_at
@@ -537,12 +558,20 @@ def forget_worker(*, name: str) -> None:
     WorkerHeartbeat.objects.filter(name=name).delete()
 
 
-def run_maintenance() -> dict[str, int]:
-    """One pass of the housekeeping every worker runs about once a second."""
+def run_maintenance(
+    *, missing_since: dict[tuple[int, datetime], datetime] | None = None
+) -> dict[str, int]:
+    """One pass of the housekeeping every worker runs about once a second.
+
+    `missing_since` carries what `resend_lost_messages` saw in earlier passes;
+    without it, a single pass never declares a message lost.
+    """
     return {
         "dispatched": dispatch_due_tasks(),
         "reaped": reap_expired_leases(),
-        "resent": resend_lost_messages(),
+        "resent": resend_lost_messages(
+            missing_since={} if missing_since is None else missing_since
+        ),
     }
 
 

@@ -24,6 +24,10 @@ from .models import TaskAttempt
 logger = logging.getLogger(__name__)
 
 
+# The shortest nap `TaskContext.sleep` takes between cancellation checks.
+SLEEP_SLICE = 0.05
+
+
 class TaskCancelled(Exception):
     """Raised inside a task by `ctx.check_cancelled()` when it must stop."""
 
@@ -47,8 +51,9 @@ class TaskContext:
             logging.getLogger("tasks.run"), {"task_id": task_id, "attempt": attempt}
         )
         self._interval = settings.TASKS["PROGRESS_INTERVAL"]
-        self._last_write = 0.0
-        self._last_check = 0.0
+        # -inf: the first progress report and cancellation check always go through.
+        self._last_write = float("-inf")
+        self._last_check = float("-inf")
         self._pending: tuple[int, str] | None = None
         self.lost = threading.Event()
 
@@ -82,9 +87,13 @@ class TaskContext:
     def sleep(self, seconds: float) -> None:
         """Sleep, checking for cancellation along the way."""
         deadline = time.monotonic() + seconds
+        # Sleep in slices, never shorter than SLEEP_SLICE: with no progress
+        # interval configured, half of it is 0 and the loop would spin,
+        # reading the row thousands of times a second.
+        step = max(self._interval / 2, SLEEP_SLICE)
         while (left := deadline - time.monotonic()) > 0:
             self.check_cancelled()
-            time.sleep(min(left, self._interval / 2))
+            time.sleep(min(left, step))
         self.check_cancelled()
 
     def log(self, message: str, *args: Any, level: int = logging.INFO) -> None:
@@ -203,12 +212,14 @@ def _maintenance_loop(proc_name: str) -> None:
     host, pid = socket.gethostname(), os.getpid()
     beat_every = max(1, int(5 / max(interval, 0.1)))
     tick = 0
+    # Which queued tasks' messages were missing from the broker, and since when.
+    missing_since: dict = {}
     while True:
         try:
             close_old_connections()
             if tick % beat_every == 0:
                 services.record_heartbeat(name=name, host=host, pid=pid)
-            services.run_maintenance()
+            services.run_maintenance(missing_since=missing_since)
         except Exception:
             logger.exception("maintenance pass failed")
         tick += 1

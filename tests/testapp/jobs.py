@@ -83,3 +83,25 @@ class EchoArgs(serializers.Serializer):
 @task_type("test.echo", args=EchoArgs, description="Returns its free-form JSON payload.")
 def echo(ctx, payload):
     return {"payload": payload}
+
+
+class StubbornArgs(serializers.Serializer):
+    seconds = serializers.FloatField(min_value=0, max_value=3600)
+
+
+@task_type(
+    "test.stubborn",
+    args=StubbornArgs,
+    timeout=60,
+    description="Sleeps and swallows every exception, its timeout too.",
+)
+def stubborn(ctx, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except BaseException:
+            # Swallows django-q2's timeout (a SystemExit) like code stuck
+            # where no exception reaches: only stopping the process ends it.
+            continue
+    return {"slept": seconds}
