@@ -1,6 +1,11 @@
 """Real processes for end-to-end tests: a web server and a qcluster on a
 database of their own, driven over HTTP.
 
+The stack mirrors the suite's setup: a fresh SQLite file and the ORM broker
+by default; a fresh PostgreSQL database (created and dropped here) and the
+Redis broker when the suite runs on PostgreSQL/Redis (`make test-pg`).
+E2E_DATABASE_URL, when set, names the database to use instead.
+
 Tests wait by polling with a deadline, never by a fixed sleep.
 """
 
@@ -15,8 +20,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import requests
+from django.conf import settings
+from psycopg import sql
+
+from tests.backends import postgres_params, uses_postgres, uses_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"
@@ -40,11 +51,49 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def _fresh_postgres_database() -> tuple[str, str]:
+    """Create an empty database on the suite's PostgreSQL server: (name, URL)."""
+    name = "e2e_" + uuid.uuid4().hex[:12]
+    params = postgres_params("postgres")
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    auth = quote(params.get("user", ""), safe="")
+    if params.get("password"):
+        auth += ":" + quote(params["password"], safe="")
+    host = params.get("host", "127.0.0.1")
+    port = params.get("port", 5432)
+    return name, f"postgres://{auth}@{host}:{port}/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    with psycopg.connect(**postgres_params("postgres"), autocommit=True) as conn:
+        # FORCE: a killed worker's connection may linger for a moment.
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 class Stack:
     """One web server + one qcluster sharing a fresh database."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        web_workers: int = 2,
+        web_threads: int = 4,
+        worker_class: str = "gthread",
+    ) -> None:
         self.tmp_path = tmp_path
+        self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
+        if worker_class == "gthread":
+            self.web_args += ["--threads", str(web_threads)]
+        self.pg_database: str | None = None
+        database_url = os.environ.get("E2E_DATABASE_URL")
+        if not database_url and uses_postgres():
+            self.pg_database, database_url = _fresh_postgres_database()
+        database_url = database_url or f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path / "logs"
@@ -53,8 +102,9 @@ class Stack:
             **os.environ,
             "DEBUG": "False",
             "SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
-            "DATABASE_URL": os.environ.get("E2E_DATABASE_URL")
-            or f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
+            "DATABASE_URL": database_url,
+            # Each stack has its own cluster name, hence its own Redis list.
+            "Q_REDIS_URL": settings.Q_REDIS_URL if uses_redis() else "",
             "EXTRA_APPS": "tests.testapp",
             "Q_CLUSTER_NAME": "e2e-" + uuid.uuid4().hex[:8],
             "Q_WORKERS": "2",
@@ -76,14 +126,23 @@ class Stack:
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT, env=self.env, check=check, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self, users: tuple[str, ...] = ("alice", "bob")) -> Stack:
@@ -94,7 +153,8 @@ class Stack:
             for u in users
         )
         self.manage(
-            "shell", "-c",
+            "shell",
+            "-c",
             f"from django.contrib.auth import get_user_model; User = get_user_model(); {script}",
         )
         self.start_web()
@@ -103,9 +163,15 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._spawn(
-            "web", "-m", "gunicorn", "config.wsgi:application", "--bind",
-            f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4",
-            "--worker-class", "gthread", "--access-logfile", "-",
+            "web",
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            *self.web_args,
+            "--access-logfile",
+            "-",
         )
         wait_for(self._web_up, 30, what="the web server")
 
@@ -113,7 +179,7 @@ class Stack:
         try:
             requests.get(self.base + "/login", timeout=1)
             return True
-        except requests.ConnectionError:
+        except requests.RequestException:
             if self.web and self.web.poll() is not None:
                 raise AssertionError("web server exited:\n" + self.log("web")) from None
             return False
@@ -147,6 +213,9 @@ class Stack:
                 self.web.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.web.pid, signal.SIGKILL)
+        if self.pg_database:
+            _drop_postgres_database(self.pg_database)
+            self.pg_database = None
 
     def log(self, name: str) -> str:
         return "".join(
