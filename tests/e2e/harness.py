@@ -84,13 +84,14 @@ class Stack:
         web_workers: int = 2,
         web_threads: int = 4,
         worker_class: str = "gthread",
+        database_url: str | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
         if worker_class == "gthread":
             self.web_args += ["--threads", str(web_threads)]
         self.pg_database: str | None = None
-        database_url = os.environ.get("E2E_DATABASE_URL")
+        database_url = database_url or os.environ.get("E2E_DATABASE_URL")
         if not database_url and uses_postgres():
             self.pg_database, database_url = _fresh_postgres_database()
         database_url = database_url or f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
