@@ -148,6 +148,11 @@ class Backend:
         from django.db import connections
 
         connections.close_all()
+        if self.env["Q_REDIS_URL"]:
+            import redis
+
+            # Messages nobody drained (the submit benchmark runs no cluster).
+            redis.Redis.from_url(self.env["Q_REDIS_URL"]).delete(self.env["Q_CLUSTER_NAME"])
         if self.pg_database:
             self._pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
