@@ -22,7 +22,7 @@ TINY = {
     "latency": ["--tasks", "5"],
     "submit": ["--seconds", "1", "--rounds", "1", "--users", "2", "--client-threads", "2"],
     "load": ["--seconds", "3", "--users", "2", "--client-threads", "2", "--drain-timeout", "120"],
-    "growth": ["--small", "500", "--large", "2000", "--repeat", "3"],
+    "growth": ["--small", "1000", "--large", "3000", "--repeat", "3"],
 }
 
 
