@@ -31,10 +31,11 @@ migrate: $(STAMP) .env
 run: migrate
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
-# Production-style web tier: gunicorn on PORT (run `manage.py qcluster` beside it).
+# Production web tier: gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on PORT,
+# all read from the environment or .env by config/gunicorn.conf.py. Run
+# `manage.py qcluster` beside it or on other hosts (README: Scaling out).
 serve: migrate
-	$(BIN)/gunicorn config.wsgi:application --bind 0.0.0.0:$${PORT:-8081} \
-		--workers $${WEB_WORKERS:-4} --threads $${WEB_THREADS:-4} --worker-class gthread
+	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
 worker: migrate
 	$(PY) manage.py qcluster
