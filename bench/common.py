@@ -52,6 +52,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         help="Redis for the django-q2 broker in pg mode.",
     )
+    p.add_argument(
+        "--pg-async-commit",
+        action="store_true",
+        help="Create the bench database with synchronous_commit=off, to see how much of "
+        "a PostgreSQL figure is waiting for the disk (never a production setting here).",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -93,6 +99,8 @@ class Backend:
         if self.name == "pg":
             self.pg_database = "bench_" + uuid.uuid4().hex[:12]
             self._pg_admin(f'CREATE DATABASE "{self.pg_database}"')
+            if args.pg_async_commit:
+                self._pg_admin(f'ALTER DATABASE "{self.pg_database}" SET synchronous_commit = off')
             base = self.pg_url.rsplit("/", 1)[0]
             database_url, redis_url = f"{base}/{self.pg_database}", args.redis_url
         else:
