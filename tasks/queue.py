@@ -92,6 +92,11 @@ def connect_worker_signals() -> None:
 
 
 def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
+    # django-q2 also sends post_spawn when it runs a task inline (sync mode,
+    # the test suite): that process is no worker and must not start a
+    # housekeeping thread writing to its database in the background.
+    if is_inline():
+        return
     from . import worker
 
     worker.start_maintenance(proc_name)

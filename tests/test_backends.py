@@ -1,6 +1,7 @@
 """The same code on both setups: DATABASE_URL and Q_REDIS_URL are all that change."""
 
 import os
+import threading
 
 import pytest
 from django.db import connection
@@ -51,3 +52,15 @@ def test_a_submitted_task_runs_and_is_stored_on_the_configured_database(api, own
     assert task.status == "completed"
     assert task.output["words"] == 3
     assert task.attempt_log.get().outcome == "completed"
+
+
+@pytest.mark.django_db
+def test_running_a_task_inline_starts_no_housekeeping_thread(api, run_jobs):
+    body = {"type": "wordcount", "args": {"text": "a"}}
+
+    response = run_jobs(api.post, "/tasks", body, format="json")
+
+    assert response.status_code == 202
+    assert Task.objects.get(pk=response.json()["task_id"]).status == "completed"
+    # Not in this test, nor left behind by an earlier one in this process.
+    assert "task-maintenance" not in {t.name for t in threading.enumerate()}
