@@ -155,12 +155,12 @@ class Backend:
     def close(self) -> None:
         from django.db import connections
 
-        connections.close_all()
         if self.env["Q_REDIS_URL"]:
-            import redis
+            from tasks import queue
 
             # Messages nobody drained (the submit benchmark runs no cluster).
-            redis.Redis.from_url(self.env["Q_REDIS_URL"]).delete(self.env["Q_CLUSTER_NAME"])
+            queue._broker().delete_queue()
+        connections.close_all()
         if self.pg_database:
             self._pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 

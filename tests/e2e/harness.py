@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+import redis
 import requests
 from django.conf import settings
 from psycopg import sql
@@ -214,6 +215,12 @@ class Stack:
                 self.web.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.web.pid, signal.SIGKILL)
+        if self.env["Q_REDIS_URL"]:
+            # Messages left in this stack's own queue (django-q2 names the
+            # Redis list after the cluster) would outlive the test otherwise.
+            redis.Redis.from_url(self.env["Q_REDIS_URL"]).delete(
+                f"django_q:{self.env['Q_CLUSTER_NAME']}:q"
+            )
         if self.pg_database:
             _drop_postgres_database(self.pg_database)
             self.pg_database = None
