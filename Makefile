@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format migrate env install serve worker clean
+.PHONY: run test test-pg lint format migrate env install serve worker clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,16 +31,25 @@ migrate: $(STAMP) .env
 run: migrate
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
-# Production-style web tier: gunicorn on PORT (run `manage.py qcluster` beside it).
+# Production web tier: gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on PORT,
+# all read from the environment or .env by config/gunicorn.conf.py. Run
+# `manage.py qcluster` beside it or on other hosts (README: Scaling out).
 serve: migrate
-	$(BIN)/gunicorn config.wsgi:application --bind 0.0.0.0:$${PORT:-8081} \
-		--workers $${WEB_WORKERS:-4} --threads $${WEB_THREADS:-4} --worker-class gthread
+	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
 worker: migrate
 	$(PY) manage.py qcluster
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The whole suite again on PostgreSQL + the Redis broker (pytest-django creates
+# test_<name>; the end-to-end stacks get a fresh database each). Skips with the
+# reason when either is unreachable; fails instead under CI=true.
+TEST_PG_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/4
+test-pg: $(STAMP)
+	DATABASE_URL=$(TEST_PG_DATABASE_URL) Q_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -31,6 +31,9 @@ if not SECRET_KEY or SECRET_KEY == EXAMPLE_SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8081)
+# gunicorn under `make serve` (config/gunicorn.conf.py): processes x threads.
+WEB_WORKERS = env.int("WEB_WORKERS", default=4)
+WEB_THREADS = env.int("WEB_THREADS", default=4)
 
 # --- HTTPS (production) -------------------------------------------------------
 # Off by default so `make run` works over plain http on localhost; the README's

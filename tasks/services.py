@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,23 +102,25 @@ def submit_task(
         run_at = now + timedelta(seconds=delay)
     due_now = run_at is None or run_at <= now
     retries = task_type.max_retries if max_retries is None else max_retries
-    fingerprint = _fingerprint(
-        type=type_name,
-        args=validated_args,
-        timeout=timeout,
-        max_retries=max_retries,
-        priority=priority,
-        run_at=run_at.isoformat() if run_at and delay is None else None,
-        delay=delay,
-    )
-
+    fingerprint = ""
     if idempotency_key:
+        fingerprint = _fingerprint(
+            type=type_name,
+            args=validated_args,
+            timeout=timeout,
+            max_retries=max_retries,
+            priority=priority,
+            run_at=run_at.isoformat() if run_at and delay is None else None,
+            delay=delay,
+        )
         existing = _find_idempotent(owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if existing is not None:
             return Submitted(task=existing, created=False)
 
     limit = _conf("MAX_UNFINISHED_PER_USER")
-    if limit and Task.objects.filter(owner=owner).unfinished().count() >= limit:
+    # "Is there a limit-th unfinished task?" reads at most `limit` entries of
+    # the owner+status index and never counts a user's whole backlog.
+    if limit and Task.objects.filter(owner=owner).unfinished()[limit - 1 : limit].exists():
         raise TooManyTasks(
             f"You already have {limit} unfinished tasks; wait for some to finish.",
             limit=limit,
@@ -135,12 +138,15 @@ def submit_task(
         enqueued_at=now if due_now else None,
         transport_id=uuid.uuid4().hex,
         idempotency_key=idempotency_key or None,
-        request_fingerprint=fingerprint if idempotency_key else "",
+        request_fingerprint=fingerprint,
         created_at=now,
         updated_at=now,
     )
+    # One INSERT needs no transaction of its own; the savepoint is only for a
+    # keyed insert, which may lose a race on the unique key and must not break
+    # a caller's surrounding transaction when it does.
     try:
-        with transaction.atomic():
+        with transaction.atomic() if idempotency_key else nullcontext():
             task.save(force_insert=True)
             if due_now:
                 _enqueue_on_commit(task)

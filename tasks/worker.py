@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from . import queue, registry, services
 from .models import TaskAttempt
@@ -101,29 +101,58 @@ class TaskContext:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews a running attempt's lease until stopped; flags the context when
-    the lease is gone (the reaper gave the task to another worker)."""
+    """Renews the lease of the attempt its worker process is running, and flags
+    that attempt's context when the lease is gone (the reaper gave the task to
+    another worker).
 
-    def __init__(self, ctx: TaskContext) -> None:
-        super().__init__(name=f"lease-{ctx.task_id}", daemon=True)
-        self.ctx = ctx
-        self.stopped = threading.Event()
+    One long-lived keeper per process serves every task the process runs:
+    starting a thread per task cost a measurable share of a short task's time
+    (`Thread.start()` waits for the new thread to be scheduled).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="task-lease", daemon=True)
+        self._lock = threading.Lock()
+        self._ctx: TaskContext | None = None
+
+    def watch(self, ctx: TaskContext) -> None:
+        with self._lock:
+            self._ctx = ctx
+
+    def release(self) -> None:
+        with self._lock:
+            self._ctx = None
 
     def run(self) -> None:
         interval = settings.TASKS["HEARTBEAT_SECONDS"]
-        try:
-            while not self.stopped.wait(interval):
-                try:
-                    if not services.renew_lease(task_id=self.ctx.task_id, attempt=self.ctx.attempt):
-                        self.ctx.lost.set()
-                        return
-                except Exception:
-                    logger.warning("task %s: lease renewal failed", self.ctx.task_id, exc_info=True)
-        finally:
-            connection.close()
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                ctx = self._ctx
+            if ctx is None:
+                continue
+            try:
+                close_old_connections()
+                # The renewal is conditional on the attempt: renewing an
+                # attempt that ended meanwhile changes nothing and only flags
+                # that finished attempt's context.
+                if not services.renew_lease(task_id=ctx.task_id, attempt=ctx.attempt):
+                    ctx.lost.set()
+            except Exception:
+                logger.warning("task %s: lease renewal failed", ctx.task_id, exc_info=True)
 
-    def stop(self) -> None:
-        self.stopped.set()
+
+_keeper: tuple[int, LeaseKeeper] | None = None
+
+
+def lease_keeper() -> LeaseKeeper:
+    """This process's keeper, started on first use (a forked worker starts its own)."""
+    global _keeper
+    if _keeper is None or _keeper[0] != os.getpid():
+        keeper = LeaseKeeper()
+        keeper.start()
+        _keeper = (os.getpid(), keeper)
+    return _keeper[1]
 
 
 def _error_from(exc: BaseException) -> dict[str, str]:
@@ -157,16 +186,16 @@ def run_task(task_id: int, attempt: int) -> str:
         return "failed"
 
     ctx = TaskContext(task_id=task_id, attempt=attempt, owner_id=task.owner_id)
-    keeper = None if queue.is_inline() else LeaseKeeper(ctx)
+    keeper = None if queue.is_inline() else lease_keeper()
     if keeper:
-        keeper.start()
+        keeper.watch(ctx)
     try:
         try:
             output = task_type.func(ctx, **task.args)
         finally:
             queue.disarm_timeout()
             if keeper:
-                keeper.stop()
+                keeper.release()
         ctx.flush_progress()
         services.complete_task(task_id=task_id, attempt=attempt, output=output)
         outcome = "completed"

@@ -61,3 +61,18 @@ def run_jobs(django_capture_on_commit_callbacks):
             return fn(*args, **kwargs)
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip everything when the configured PostgreSQL/Redis is down; fail under CI."""
+    from tests.backends import in_ci, unreachable_services
+
+    problems = unreachable_services()
+    if not problems:
+        return
+    reason = "; ".join(problems)
+    if in_ci():
+        pytest.exit(f"CI=true and {reason}.", returncode=pytest.ExitCode.TESTS_FAILED)
+    skip = pytest.mark.skip(reason=f"{reason} (set CI=true to fail instead)")
+    for item in items:
+        item.add_marker(skip)

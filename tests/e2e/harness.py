@@ -1,6 +1,11 @@
 """Real processes for end-to-end tests: a web server and a qcluster on a
 database of their own, driven over HTTP.
 
+The stack mirrors the suite's setup: a fresh SQLite file and the ORM broker
+by default; a fresh PostgreSQL database (created and dropped here) and the
+Redis broker when the suite runs on PostgreSQL/Redis (`make test-pg`).
+E2E_DATABASE_URL, when set, names the database to use instead.
+
 Tests wait by polling with a deadline, never by a fixed sleep.
 """
 
@@ -15,8 +20,15 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
+import redis
 import requests
+from django.conf import settings
+from psycopg import sql
+
+from tests.backends import postgres_params, uses_postgres, uses_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"
@@ -42,11 +54,50 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def _fresh_postgres_database() -> tuple[str, str]:
+    """Create an empty database on the suite's PostgreSQL server: (name, URL)."""
+    name = "e2e_" + uuid.uuid4().hex[:12]
+    params = postgres_params("postgres")
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    auth = quote(params.get("user", ""), safe="")
+    if params.get("password"):
+        auth += ":" + quote(params["password"], safe="")
+    host = params.get("host", "127.0.0.1")
+    port = params.get("port", 5432)
+    return name, f"postgres://{auth}@{host}:{port}/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    with psycopg.connect(**postgres_params("postgres"), autocommit=True) as conn:
+        # FORCE: a killed worker's connection may linger for a moment.
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 class Stack:
     """One web server + one qcluster sharing a fresh database."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        web_workers: int = 2,
+        web_threads: int = 4,
+        worker_class: str = "gthread",
+        database_url: str | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
+        self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
+        if worker_class == "gthread":
+            self.web_args += ["--threads", str(web_threads)]
+        self.pg_database: str | None = None
+        database_url = database_url or os.environ.get("E2E_DATABASE_URL")
+        if not database_url and uses_postgres():
+            self.pg_database, database_url = _fresh_postgres_database()
+        database_url = database_url or f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path / "logs"
@@ -55,8 +106,9 @@ class Stack:
             **os.environ,
             "DEBUG": "False",
             "SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
-            "DATABASE_URL": os.environ.get("E2E_DATABASE_URL")
-            or f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
+            "DATABASE_URL": database_url,
+            # Each stack has its own cluster name, hence its own Redis list.
+            "Q_REDIS_URL": settings.Q_REDIS_URL if uses_redis() else "",
             "EXTRA_APPS": "tests.testapp",
             "Q_CLUSTER_NAME": "e2e-" + uuid.uuid4().hex[:8],
             "Q_WORKERS": "2",
@@ -125,12 +177,7 @@ class Stack:
             "config.wsgi:application",
             "--bind",
             f"127.0.0.1:{self.port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--worker-class",
-            "gthread",
+            *self.web_args,
             "--access-logfile",
             "-",
         )
@@ -176,6 +223,15 @@ class Stack:
                 self.web.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.web.pid, signal.SIGKILL)
+        if self.env["Q_REDIS_URL"]:
+            # Messages left in this stack's own queue (django-q2 names the
+            # Redis list after the cluster) would outlive the test otherwise.
+            redis.Redis.from_url(self.env["Q_REDIS_URL"]).delete(
+                f"django_q:{self.env['Q_CLUSTER_NAME']}:q"
+            )
+        if self.pg_database:
+            _drop_postgres_database(self.pg_database)
+            self.pg_database = None
 
     def log(self, name: str) -> str:
         return "".join(

@@ -73,3 +73,16 @@ def test_another_users_task_is_not_found_over_http(stack):
         assert response.status_code == 404
         assert response.json() == {"error": "Task not found"}
     assert requests.get(f"{stack.base}/tasks/{task_id}", timeout=10).status_code == 401
+
+
+def test_a_task_longer_than_its_lease_keeps_it_and_runs_once(stack):
+    # The stack's lease is 3 s, renewed every 0.5 s by the worker process.
+    session = stack.login()
+    task_id = stack.submit(session, "test.sleep", {"seconds": 5})
+
+    done = stack.wait_status(session, task_id, ["completed", "failed"], timeout=60)
+
+    assert done["status"] == "completed"
+    assert done["attempts"] == 1
+    assert [a["outcome"] for a in done["attempt_log"]] == ["completed"]
+    assert "recovered" not in stack.log("cluster")

@@ -1,0 +1,129 @@
+"""Drain throughput: N no-op tasks through the project's worker path versus N
+no-op `async_task` calls through raw django-q2, same broker, same workers.
+
+For each mode the broker is filled while no cluster runs, then a cluster
+starts and drains it. Throughput counts from the first task's completion to
+the last one's, from timestamps in the database (our `finished_at`,
+django-q2's `stopped`), so cluster start-up is not in the figure.
+Raw django-q2 saves its results (save_limit 0: kept, not pruned) because
+that is how one learns a raw task finished; the project keeps the result in
+its own row and tells django-q2 not to save one.
+
+    python -m bench.drain                  # both backends, 2,000 tasks, 2 workers
+    python -m bench.drain --tasks 200 --backend sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench import common
+
+
+def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
+    from django.db.models import Max, Min
+    from django.utils import timezone
+    from django_q.models import Success  # raw django-q2 baseline only
+    from django_q.tasks import async_task
+
+    from tasks import queue
+    from tasks.models import Status, Task
+
+    owner = backend.users(f"drain-{mode}-", 1)[0]
+    started = time.monotonic()
+    if mode == "project":
+        now = timezone.now()
+        rows = Task.objects.bulk_create(
+            Task(owner=owner, type="bench.noop", timeout=60, enqueued_at=now, transport_id=f"d{i}")
+            for i in range(tasks)
+        )
+        for row in rows:
+            queue.enqueue(task_id=row.pk, attempt=1, timeout=60, name=row.transport_id)
+    else:
+        broker = queue._broker()
+        for _ in range(tasks):
+            async_task("bench.jobs.raw_noop", broker=broker, save=True, timeout=60)
+    fill_seconds = time.monotonic() - started
+
+    stack = backend.stack()
+    stack.start_cluster()
+    try:
+        if mode == "project":
+            done = Task.objects.filter(status=Status.COMPLETED)
+            span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+        else:
+            done = Success.objects.all()
+        common.wait_until(lambda: done.count() >= tasks, 300, f"{tasks} {mode} tasks", 0.2)
+        if mode == "project":
+            span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+        else:
+            span = done.aggregate(first=Min("stopped"), last=Max("stopped"))
+    finally:
+        stack.stop_cluster()
+        logs = stack.all_logs()
+    seconds = (span["last"] - span["first"]).total_seconds()
+    return {
+        "tasks_per_s": (tasks - 1) / seconds if seconds else float("nan"),
+        "seconds": seconds,
+        "fill_seconds": fill_seconds,
+        "locked": logs.count("database is locked"),
+        "tracebacks": logs.count("Traceback"),
+    }
+
+
+def run(args) -> dict:
+    def body(backend: common.Backend) -> dict:
+        out = {}
+        for mode in args.modes.split(","):
+            out[mode] = drain(backend, mode, args.tasks, args.workers)
+        return out
+
+    common.child(args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0")
+    return {}
+
+
+def main(argv: list[str]) -> None:
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--modes", default="raw,project", help=argparse.SUPPRESS)
+    args = p.parse_args(argv[1:])
+    if args.child:
+        run(args)
+        return
+    results = common.run_backends(args, argv)
+    rows = []
+    for backend, r in results.items():
+        raw, project = r["raw"], r["project"]
+        rows.append(
+            [
+                common.BACKENDS[backend],
+                args.workers,
+                args.tasks,
+                raw["tasks_per_s"],
+                project["tasks_per_s"],
+                f"{project['tasks_per_s'] / raw['tasks_per_s']:.2f}",
+                raw["locked"] + project["locked"],
+            ]
+        )
+    print(f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion\n")
+    print(
+        common.table(
+            [
+                "backend",
+                "workers",
+                "tasks",
+                "raw django-q2 /s",
+                "project /s",
+                "ratio (target >= 0.9)",
+                "'database is locked'",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,9 @@
+"""Settings for the benchmarks: the project's settings, plus the bench app
+(its no-op task type) and a URLconf with the bare-insert baseline endpoint.
+Nothing here is part of the product."""
+
+from config.settings import *  # noqa: F403
+from config.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "bench"]
+ROOT_URLCONF = "bench.urls"

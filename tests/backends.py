@@ -1,0 +1,66 @@
+"""Which database and broker the suite runs on, and whether they are reachable.
+
+The suite runs on whatever DATABASE_URL and Q_REDIS_URL configure (`make test`:
+SQLite + the ORM broker; `make test-pg`: PostgreSQL + Redis). When PostgreSQL
+or Redis is asked for but does not answer, the run skips with the reason on a
+developer's machine and fails under CI=true, where a skip would hide that the
+second setup never ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+
+def uses_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def uses_redis() -> bool:
+    return bool(settings.Q_REDIS_URL)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def postgres_params(dbname: str | None = None) -> dict:
+    """psycopg connection keywords for the configured server (any database on it)."""
+    db = settings.DATABASES["default"]
+    params = {
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "dbname": dbname or db["NAME"],
+        "connect_timeout": 5,
+    }
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def unreachable_services() -> list[str]:
+    """Human-readable reasons, one per configured service that does not answer."""
+    problems = []
+    if uses_postgres():
+        import psycopg
+
+        params = postgres_params()
+        try:
+            # The maintenance database: the configured one may not exist yet
+            # (pytest-django creates test_<NAME> itself).
+            psycopg.connect(**{**params, "dbname": "postgres"}).close()
+        except psycopg.Error as exc:
+            problems.append(
+                f"PostgreSQL at {params.get('host')}:{params.get('port', 5432)} "
+                f"is not reachable ({str(exc).strip().splitlines()[0]})"
+            )
+    if uses_redis():
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.Q_REDIS_URL, socket_connect_timeout=5).ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis at {settings.Q_REDIS_URL} is not reachable ({exc})")
+    return problems

@@ -1,0 +1,50 @@
+"""Each benchmark script runs end to end in a tiny mode, on the suite's setup.
+
+The benchmarks are scripts, not tests: this only proves they still work
+(and that their tables come out), so the README's commands stay true.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.backends import postgres_params, uses_postgres
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "drain": ["--tasks", "20"],
+    "latency": ["--tasks", "5"],
+    "submit": ["--seconds", "1", "--rounds", "1", "--users", "2", "--client-threads", "2"],
+    "load": ["--seconds", "3", "--users", "2", "--client-threads", "2", "--drain-timeout", "120"],
+    "growth": ["--small", "1000", "--large", "3000", "--repeat", "3"],
+}
+
+
+def backend_args() -> list[str]:
+    if not uses_postgres():
+        return ["--backend", "sqlite"]
+    p = postgres_params("postgres")
+    user = p.get("user", "postgres")
+    pg_url = f"postgres://{user}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/postgres"
+    return ["--backend", "pg", "--pg-url", pg_url, "--redis-url", settings.Q_REDIS_URL]
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_in_a_tiny_mode(script):
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{script}", *TINY[script], *backend_args()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| backend" in result.stdout
+    assert "ratio" in result.stdout or "req/s" in result.stdout
