@@ -17,11 +17,11 @@ from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import services
-from .models import Status, Task, TaskAttempt, WorkerHeartbeat
+from . import selectors, services
+from .models import Status, Task, WorkerHeartbeat
 
 STATUS_COLOURS = {
     Status.QUEUED: "#666",
@@ -50,21 +50,6 @@ def short_duration(value: timedelta | None) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
-class AttemptInline(admin.TabularInline):
-    model = TaskAttempt
-    extra = 0
-    can_delete = False
-    fields = ["number", "outcome", "worker", "started_at", "finished_at", "error_message"]
-    readonly_fields = fields
-
-    @admin.display(description="error")
-    def error_message(self, attempt):
-        return (attempt.error or {}).get("message", "")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = [
@@ -87,7 +72,6 @@ class TaskAdmin(admin.ModelAdmin):
     # big changelist; the filtered count is enough.
     show_full_result_count = False
     actions = ["cancel_selected", "retry_selected"]
-    inlines = [AttemptInline]
     fieldsets = [
         (
             None,
@@ -110,6 +94,7 @@ class TaskAdmin(admin.ModelAdmin):
             "Attempts",
             {
                 "fields": [
+                    "attempt_history",
                     "attempts",
                     "max_retries",
                     "retries_left",
@@ -147,6 +132,32 @@ class TaskAdmin(admin.ModelAdmin):
         ),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    @admin.display(description="attempt history")
+    def attempt_history(self, task):
+        attempts = selectors.attempts_of(task=task)
+        if not attempts:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    a.number,
+                    a.get_outcome_display(),
+                    a.worker or "-",
+                    a.started_at or "-",
+                    a.finished_at or "-",
+                    (a.error or {}).get("message", ""),
+                )
+                for a in attempts
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>#</th><th>outcome</th><th>worker</th><th>started</th>"
+            "<th>finished</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

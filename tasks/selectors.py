@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .models import FINISHED, UNFINISHED, Status, Task, WorkerHeartbeat
+from .models import FINISHED, UNFINISHED, Status, Task, TaskAttempt, WorkerHeartbeat
 
 
 def tasks_of(*, user) -> QuerySet[Task]:
@@ -58,8 +58,31 @@ def task_of_when_finished(
         interval = min(interval * 1.5, max_interval)
 
 
-def attempts_of(*, task: Task):
-    return task.attempt_log.order_by("number")
+def attempts_of(*, task: Task) -> list[TaskAttempt]:
+    """Every attempt of `task`, oldest first.
+
+    Attempts that failed, timed out, were cancelled or lost their worker have
+    a record; the attempt running now, and the one that completed the task,
+    are described by the task row itself (it holds their worker and times).
+    """
+    attempts = list(task.attempt_log.order_by("number"))
+    current = task.attempts
+    if current and task.status in (Status.IN_PROGRESS, Status.COMPLETED):
+        if all(a.number != current for a in attempts):
+            running = task.status == Status.IN_PROGRESS
+            attempts.append(
+                TaskAttempt(
+                    task=task,
+                    number=current,
+                    outcome=TaskAttempt.Outcome.RUNNING
+                    if running
+                    else TaskAttempt.Outcome.COMPLETED,
+                    worker=task.worker,
+                    started_at=task.started_at,
+                    finished_at=None if running else task.finished_at,
+                )
+            )
+    return attempts
 
 
 # --- Operator-level reads (health, metrics) ----------------------------------------

@@ -254,25 +254,28 @@ def claim_task(*, task_id: int, attempt: int, worker: str) -> Task | None:
     Returns None when another delivery already claimed it, it was cancelled,
     or the message is stale (an earlier attempt's): django-q2 may deliver a
     message twice, and this conditional update is what makes that harmless.
+
+    The claim is one statement on purpose: every write a worker makes per task
+    competes for the database with the broker's own writes (on SQLite, for
+    its single write lock). An attempt that ends otherwise than completed gets
+    its record when it ends, from the row's `started_at` and `worker`.
     """
     now = timezone.now()
-    with transaction.atomic():
-        claimed = Task.objects.filter(
-            pk=task_id, status=Status.QUEUED, attempts=attempt - 1
-        ).transition(
-            Status.IN_PROGRESS,
-            attempts=attempt,
-            started_at=now,
-            finished_at=None,
-            lease_expires_at=now + timedelta(seconds=_conf("LEASE_SECONDS")),
-            worker=worker,
-            progress=0,
-            progress_message="",
-            error=None,
-        )
-        if not claimed:
-            return None
-        TaskAttempt.objects.create(task_id=task_id, number=attempt, worker=worker, started_at=now)
+    claimed = Task.objects.filter(
+        pk=task_id, status=Status.QUEUED, attempts=attempt - 1
+    ).transition(
+        Status.IN_PROGRESS,
+        attempts=attempt,
+        started_at=now,
+        finished_at=None,
+        lease_expires_at=now + timedelta(seconds=_conf("LEASE_SECONDS")),
+        worker=worker,
+        progress=0,
+        progress_message="",
+        error=None,
+    )
+    if not claimed:
+        return None
     return Task.objects.get(pk=task_id)
 
 
@@ -318,32 +321,34 @@ def _limit_output(output: Any) -> tuple[Any, bool]:
 
 
 def complete_task(*, task_id: int, attempt: int, output: Any) -> bool:
+    """End a running attempt `completed` with its output. False: the attempt
+    is no longer ours (reaped, or finished by another delivery).
+
+    One statement, no attempt record: the completed row itself says where and
+    when its last attempt ran (see `selectors.attempts_of`). This is the path
+    every task takes, and each write here competes with the broker's writes.
+    """
     now = timezone.now()
     output, truncated = _limit_output(output)
-    with transaction.atomic():
-        moved = Task.objects.filter(
-            pk=task_id, status=Status.IN_PROGRESS, attempts=attempt
-        ).transition(
-            Status.COMPLETED,
-            output=output,
-            output_truncated=truncated,
-            progress=100,
-            finished_at=now,
-            lease_expires_at=None,
-        )
-        if moved:
-            _close_attempt(task_id, attempt, TaskAttempt.Outcome.COMPLETED, now)
+    moved = Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS, attempts=attempt).transition(
+        Status.COMPLETED,
+        output=output,
+        output_truncated=truncated,
+        progress=100,
+        finished_at=now,
+        lease_expires_at=None,
+    )
     return bool(moved)
 
 
-def cancelled_while_running(*, task_id: int, attempt: int) -> bool:
+def cancelled_while_running(*, task_id: int, attempt: int, claimed: Task | None = None) -> bool:
     now = timezone.now()
     with transaction.atomic():
         moved = Task.objects.filter(
             pk=task_id, status=Status.IN_PROGRESS, attempts=attempt
         ).transition(Status.CANCELLED, finished_at=now, lease_expires_at=None)
         if moved:
-            _close_attempt(task_id, attempt, TaskAttempt.Outcome.CANCELLED, now)
+            _record_attempt(task_id, attempt, TaskAttempt.Outcome.CANCELLED, now, claimed=claimed)
     return bool(moved)
 
 
@@ -355,7 +360,11 @@ def backoff_seconds(retry_number: int) -> float:
 
 
 def fail_task(
-    *, task_id: int, attempt: int, error: dict[str, Any], outcome: str = TaskAttempt.Outcome.FAILED
+    *,
+    task_id: int,
+    attempt: int,
+    error: dict[str, Any],
+    outcome: str = TaskAttempt.Outcome.FAILED,
 ) -> str | None:
     """Record a failed attempt: retry it after a backoff if retries are left,
     otherwise end the task `failed`. Returns the new status, or None if the
@@ -387,14 +396,34 @@ def fail_task(
             new_status = Status.FAILED
         if not moved:
             return None
-        _close_attempt(task_id, attempt, outcome, now, error=error)
+        _record_attempt(task_id, attempt, outcome, now, error=error, claimed=current)
     return new_status
 
 
-def _close_attempt(task_id: int, number: int, outcome: str, now: datetime, error=None) -> None:
-    TaskAttempt.objects.filter(
-        task_id=task_id, number=number, outcome=TaskAttempt.Outcome.RUNNING
-    ).update(outcome=outcome, finished_at=now, error=error)
+def _record_attempt(
+    task_id: int,
+    number: int,
+    outcome: str,
+    now: datetime,
+    *,
+    error: dict[str, Any] | None = None,
+    claimed: Task | None = None,
+) -> None:
+    """Write the record of an attempt that ended otherwise than completed
+    (inside the transaction that ended it). Where it started and on which
+    worker come from the row the claim wrote; `claimed` is that row when the
+    caller holds it already."""
+    if claimed is None or claimed.attempts != number:
+        claimed = Task.objects.only("started_at", "worker").get(pk=task_id)
+    TaskAttempt.objects.create(
+        task_id=task_id,
+        number=number,
+        outcome=outcome,
+        worker=claimed.worker,
+        started_at=claimed.started_at or now,
+        finished_at=now,
+        error=error,
+    )
 
 
 # --- Maintenance: what the workers do between tasks --------------------------------
@@ -484,7 +513,7 @@ def _recover_lost(task: Task, now: datetime) -> None:
                     Status.FAILED, error=error, finished_at=now, lease_expires_at=None
                 )
         if moved:
-            _close_attempt(task.pk, task.attempts, outcome, now, error=error)
+            _record_attempt(task.pk, task.attempts, outcome, now, error=error, claimed=task)
             logger.warning("task %s: attempt %s recovered (%s)", task.pk, task.attempts, outcome)
 
 

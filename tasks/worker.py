@@ -197,11 +197,11 @@ def run_task(task_id: int, attempt: int) -> str:
             if keeper:
                 keeper.release()
         ctx.flush_progress()
-        services.complete_task(task_id=task_id, attempt=attempt, output=output)
-        outcome = "completed"
+        done = services.complete_task(task_id=task_id, attempt=attempt, output=output)
+        outcome = "completed" if done else "superseded"
     except TaskCancelled:
-        services.cancelled_while_running(task_id=task_id, attempt=attempt)
-        outcome = "cancelled"
+        done = services.cancelled_while_running(task_id=task_id, attempt=attempt, claimed=task)
+        outcome = "cancelled" if done else "superseded"
     except BaseException as exc:
         if queue.is_timeout(exc):
             error = services.timeout_error(task.timeout)
@@ -214,7 +214,7 @@ def run_task(task_id: int, attempt: int) -> str:
         outcome = outcome or "superseded"
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not queue.is_timeout(exc):
             raise
-    logger.info("task %s: attempt %s %s", task_id, attempt, outcome)
+    logger.info("task %s: attempt %s %s (%s)", task_id, attempt, outcome, task.type)
     return outcome
 
 

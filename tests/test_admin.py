@@ -72,7 +72,8 @@ def test_a_task_page_is_read_only_with_pretty_json_and_traceback(admin_client, o
     # The traceback keeps its line breaks instead of "\n" escapes.
     assert "Traceback (most recent call last):\n" in page
     assert 'name="_save"' not in page
-    assert "Attempt" in page or "attempt" in page
+    assert "attempt history" in page.lower()
+    assert "<td>1</td><td>Failed</td>" in page
     assert TaskAttempt.objects.filter(task=broken).count() == 1
 
 

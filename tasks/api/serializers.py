@@ -4,6 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .. import selectors
 from ..jobs import DEFAULT_TYPE
 from ..models import Status, Task, TaskAttempt
 
@@ -160,7 +161,12 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 class TaskDetailSerializer(TaskSerializer):
-    attempt_log = AttemptSerializer(many=True, read_only=True)
+    attempt_log = serializers.SerializerMethodField()
+
+    @extend_schema_field(AttemptSerializer(many=True))
+    def get_attempt_log(self, task) -> list:
+        attempts = selectors.attempts_of(task=task)
+        return AttemptSerializer(attempts, many=True, context=self.context).data
 
     class Meta(TaskSerializer.Meta):
         fields = [*TaskSerializer.Meta.fields, "attempt_log"]
