@@ -12,7 +12,7 @@ import signal
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 from django_q.exceptions import TimeoutException
@@ -52,10 +52,26 @@ def enqueue(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
 
 
 def enqueue_on_commit(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
-    """Enqueue once the current transaction commits, never before."""
+    """Send a run of a task so that no worker can see it before the current
+    transaction commits.
+
+    With the ORM broker the message is a row in our own database: written in
+    the same transaction, it becomes visible together with the task's row and
+    is never left behind without it (nor the row without its message), and
+    the database takes one write transaction instead of two. Any other
+    broker is sent to once the transaction has committed.
+    """
+    if _message_in_our_database():
+        enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
+        return
     transaction.on_commit(
         lambda: enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
     )
+
+
+def _message_in_our_database() -> bool:
+    # Inline runs execute the task inside enqueue(): that must wait for commit.
+    return not is_inline() and broker_name() == "orm" and Conf.ORM == DEFAULT_DB_ALIAS
 
 
 def queue_depth() -> int | None:

@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -142,11 +141,11 @@ def submit_task(
         created_at=now,
         updated_at=now,
     )
-    # One INSERT needs no transaction of its own; the savepoint is only for a
-    # keyed insert, which may lose a race on the unique key and must not break
-    # a caller's surrounding transaction when it does.
+    # One transaction for the row and (with the ORM broker) its message; as a
+    # savepoint inside a caller's transaction, a keyed insert that loses a
+    # race on the unique key does not break the caller's transaction.
     try:
-        with transaction.atomic() if idempotency_key else nullcontext():
+        with transaction.atomic():
             task.save(force_insert=True)
             if due_now:
                 _enqueue_on_commit(task)
