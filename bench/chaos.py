@@ -18,6 +18,7 @@ status is 1 when either is not 0.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sqlite3
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import django  # noqa: E402
 
 from tests.e2e.harness import Stack  # noqa: E402
 
@@ -135,7 +138,17 @@ def main() -> int:
 
         forget_redis()
 
-    stack = Stack(workdir, env=env)
+    # The harness reads the project's settings (which database and broker the
+    # suite runs on); this script chooses them itself, so configure Django to
+    # match before building the stack.
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=env["DATABASE_URL"],
+        Q_REDIS_URL=options.redis or "",
+    )
+    os.environ.setdefault("SECRET_KEY", "chaos-" + uuid.uuid4().hex * 2)
+    django.setup()
+    stack = Stack(workdir, env=env, database_url=env["DATABASE_URL"])
     record_file = Path(stack.env["TEST_RECORD_FILE"])
     chaos = Chaos(stack, db_path)
     started = time.monotonic()

@@ -48,3 +48,21 @@ def test_the_benchmark_runs_in_a_tiny_mode(script):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| backend" in result.stdout
     assert "ratio" in result.stdout or "req/s" in result.stdout
+
+
+def test_the_chaos_drill_runs_in_a_tiny_mode():
+    args = ["--tasks", "30", "--max-sleep", "0.05", "--timeout", "300"]
+    if settings.Q_REDIS_URL:
+        args += ["--redis", settings.Q_REDIS_URL]
+    result = subprocess.run(
+        [sys.executable, "bench/chaos.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("submitted=30 completed=30 ")
+    assert last.endswith(" lost=0 duplicated=0")
