@@ -438,16 +438,23 @@ def dispatch_due_tasks(*, limit: int = 200) -> int:
     )
     sent = 0
     for pk, attempts, timeout, name in due:
-        with transaction.atomic():
-            # Whoever sets enqueued_at first sends the message; others skip it.
-            if Task.objects.filter(
-                pk=pk, status=Status.QUEUED, enqueued_at__isnull=True, attempts=attempts
-            ).update(enqueued_at=now):
-                queue.enqueue_on_commit(
-                    task_id=pk, attempt=attempts + 1, timeout=timeout, name=name
-                )
-                sent += 1
+        sent += _send_if_unchanged(pk, attempts, timeout, name, now, enqueued_at__isnull=True)
     return sent
+
+
+def _send_if_unchanged(
+    pk: int, attempts: int, timeout: int, name: str, now: datetime, **unchanged: Any
+) -> bool:
+    """Send the next attempt of a queued task if its row still looks as the
+    caller read it. Whoever moves `enqueued_at` first sends the message;
+    another worker's maintenance pass doing the same finds the row changed."""
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=pk, status=Status.QUEUED, attempts=attempts, **unchanged
+        ).update(enqueued_at=now)
+        if moved:
+            queue.enqueue_on_commit(task_id=pk, attempt=attempts + 1, timeout=timeout, name=name)
+    return bool(moved)
 
 
 def reap_expired_leases(*, limit: int = 200) -> int:
@@ -566,14 +573,7 @@ def resend_lost_messages(
         if now - missing_since.setdefault((pk, enqueued_at), now) < wait:
             continue
         del missing_since[(pk, enqueued_at)]
-        with transaction.atomic():
-            if Task.objects.filter(
-                pk=pk, status=Status.QUEUED, attempts=attempts, enqueued_at=enqueued_at
-            ).update(enqueued_at=now):
-                queue.enqueue_on_commit(
-                    task_id=pk, attempt=attempts + 1, timeout=timeout, name=name
-                )
-                sent += 1
+        sent += _send_if_unchanged(pk, attempts, timeout, name, now, enqueued_at=enqueued_at)
     if sent:
         logger.warning("re-sent %s queued tasks whose messages were lost", sent)
     return sent
