@@ -56,9 +56,9 @@ class LoginView(APIView):
     def post(self, request):
         data = request.data if isinstance(request.data, dict) else {}
         username, password = data.get("username"), data.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            return Response({"error": REQUIRED}, status=status.HTTP_401_UNAUTHORIZED)
-        if not username.strip() or not password:
+        if not (isinstance(username, str) and isinstance(password, str)) or not (
+            username.strip() and password
+        ):
             return Response({"error": REQUIRED}, status=status.HTTP_401_UNAUTHORIZED)
         # Django's backend refuses inactive users as it refuses bad passwords.
         user = authenticate(request, username=username, password=password)
