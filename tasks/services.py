@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import serializers
 
-from . import queue, registry
+from . import queue, registry, selectors
 from .models import FINISHED, Status, Task, TaskAttempt, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -117,9 +118,7 @@ def submit_task(
             return Submitted(task=existing, created=False)
 
     limit = _conf("MAX_UNFINISHED_PER_USER")
-    # "Is there a limit-th unfinished task?" reads at most `limit` entries of
-    # the owner+status index and never counts a user's whole backlog.
-    if limit and Task.objects.filter(owner=owner).unfinished()[limit - 1 : limit].exists():
+    if limit and selectors.has_unfinished_tasks(owner_id=owner.pk, at_least=limit):
         raise TooManyTasks(
             f"You already have {limit} unfinished tasks; wait for some to finish.",
             limit=limit,
@@ -141,11 +140,14 @@ def submit_task(
         created_at=now,
         updated_at=now,
     )
-    # One transaction for the row and (with the ORM broker) its message; as a
-    # savepoint inside a caller's transaction, a keyed insert that loses a
-    # race on the unique key does not break the caller's transaction.
+    # One transaction for the row and (with the ORM broker) its message. A
+    # keyed insert runs in one too, so that inside a caller's transaction it
+    # is a savepoint, and losing a race on the unique key does not break the
+    # caller's transaction. Otherwise the lone INSERT commits by itself: an
+    # explicit transaction would only add a BEGIN and a COMMIT to every submit.
+    together = idempotency_key or (due_now and queue.message_shares_transaction())
     try:
-        with transaction.atomic():
+        with transaction.atomic() if together else nullcontext():
             task.save(force_insert=True)
             if due_now:
                 _enqueue_on_commit(task)
