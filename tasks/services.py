@@ -256,16 +256,22 @@ def claim_task(*, task_id: int, attempt: int, worker: str) -> Task | None:
     or the message is stale (an earlier attempt's): django-q2 may deliver a
     message twice, and this conditional update is what makes that harmless.
 
-    The claim is one statement on purpose: every write a worker makes per task
+    The claim is one statement on purpose, which also returns the row it
+    wrote (no second read): every write a worker makes per task
     competes for the database with the broker's own writes (on SQLite, for
     its single write lock). An attempt that ends otherwise than completed gets
     its record when it ends, from the row's `started_at` and `worker`.
     """
     now = timezone.now()
-    claimed = Task.objects.filter(
-        pk=task_id, status=Status.QUEUED, attempts=attempt - 1
-    ).transition(
+    # A claim lost in a database crash leaves the task queued, as if the
+    # message had never arrived; the lost-message pass sends it again (and
+    # the worker's later writes, conditional on this attempt, change
+    # nothing). So the claim need not wait for the disk; the result does.
+    return Task.objects.transition_one(
+        task_id,
         Status.IN_PROGRESS,
+        expect={"attempts": attempt - 1},
+        lazy_commit=True,
         attempts=attempt,
         started_at=now,
         finished_at=None,
@@ -275,9 +281,6 @@ def claim_task(*, task_id: int, attempt: int, worker: str) -> Task | None:
         progress_message="",
         error=None,
     )
-    if not claimed:
-        return None
-    return Task.objects.get(pk=task_id)
 
 
 def renew_lease(*, task_id: int, attempt: int) -> bool:
@@ -331,15 +334,16 @@ def complete_task(*, task_id: int, attempt: int, output: Any) -> bool:
     """
     now = timezone.now()
     output, truncated = _limit_output(output)
-    moved = Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS, attempts=attempt).transition(
+    return Task.objects.transition_pk(
+        task_id,
         Status.COMPLETED,
+        expect={"attempts": attempt},
         output=output,
         output_truncated=truncated,
         progress=100,
         finished_at=now,
         lease_expires_at=None,
     )
-    return bool(moved)
 
 
 def cancelled_while_running(*, task_id: int, attempt: int, claimed: Task | None = None) -> bool:
