@@ -84,8 +84,13 @@ class TaskQuerySet(models.QuerySet):
         and recovered: the row simply reads as it was before.
         """
         connection = connections[self.db]
-        sql, params = self._update_one(pk, target, expect, changes, returning="*")
-        lazy = lazy_commit and connection.vendor == "postgresql"
+        fields = self.model._meta.concrete_fields
+        # The columns in the model's order: from_db takes the values so.
+        returning = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        sql, params = self._update_one(pk, target, expect, changes, returning=returning)
+        # Only in autocommit: inside a caller's transaction, SET LOCAL would
+        # relax that whole transaction.
+        lazy = lazy_commit and connection.vendor == "postgresql" and connection.get_autocommit()
         if lazy:
             # Sent with the UPDATE in one message, so both run in one
             # implicit transaction and SET LOCAL applies to it alone.
@@ -95,27 +100,18 @@ class TaskQuerySet(models.QuerySet):
             if lazy:
                 cursor.cursor.nextset()  # past the SET to the UPDATE's rows
             row = cursor.fetchone()
-            if row is None:
-                return None
-            columns = [column[0] for column in cursor.description]
-        return self._instance_from(connection, columns, row)
-
-    def _instance_from(self, connection, columns: list[str], row) -> Task:
-        meta = self.model._meta
-        by_column = {field.column: field for field in meta.concrete_fields}
-        converted = {}
-        for column, value in zip(columns, row, strict=True):
-            field = by_column[column]
-            col = field.get_col(meta.db_table)
+        if row is None:
+            return None
+        table = self.model._meta.db_table
+        values = []
+        for field, value in zip(fields, row, strict=True):
+            col = field.get_col(table)
             for convert in connection.ops.get_db_converters(col) + field.get_db_converters(
                 connection
             ):
                 value = convert(value, col, connection)
-            converted[field.attname] = value
-        # from_db takes the values in the model's field order, which need not
-        # be the table's column order.
-        names = [field.attname for field in meta.concrete_fields]
-        return self.model.from_db(self.db, names, [converted[name] for name in names])
+            values.append(value)
+        return self.model.from_db(self.db, [field.attname for field in fields], values)
 
     def transition_pk(self, pk: int, target: str, *, expect: dict, **changes) -> bool:
         """`transition_one` without the row: True if it moved."""
@@ -142,9 +138,13 @@ class TaskQuerySet(models.QuerySet):
             field, col = column(name)
             sets.append(f"{col} = %s")
             params.append(field.get_db_prep_save(value, connection))
+        # `status || ''` keeps the status indexes out of the plan. Right after
+        # a burst of submissions, before PostgreSQL's statistics catch up, it
+        # would otherwise find the row through an index on status, reading
+        # the entry of every queued task to claim one of them.
         wheres = [
             f"{quote(meta.pk.column)} = %s",
-            f"{column('status')[1]} IN ({', '.join(['%s'] * len(allowed))})",
+            f"({column('status')[1]} || '') IN ({', '.join(['%s'] * len(allowed))})",
         ]
         params += [pk, *allowed]
         for name, value in expect.items():

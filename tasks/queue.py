@@ -142,4 +142,5 @@ def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
         return
     from . import worker
 
+    worker.skip_connection_checks()
     worker.start_maintenance(proc_name)

@@ -1,0 +1,125 @@
+"""The statements every task's run makes (claim, complete), written by hand
+for speed: they must behave exactly like the ORM's conditional updates."""
+
+from datetime import datetime
+
+import pytest
+from django.db import OperationalError, connection
+
+from tasks import services, worker
+from tasks.models import IllegalTransition, Status, Task
+
+from .tasks_in_states import queued
+
+
+def test_claim_returns_the_row_as_it_wrote_it(owner):
+    task = queued(owner)
+    claimed = services.claim_task(task_id=task.pk, attempt=1, worker="host:7")
+    assert isinstance(claimed, Task)
+    stored = Task.objects.get(pk=task.pk)
+    for field in Task._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+    assert claimed.status == Status.IN_PROGRESS
+    assert claimed.attempts == 1 and claimed.worker == "host:7"
+    assert isinstance(claimed.args, dict) and claimed.args["text"] == "later"  # decoded JSON
+    assert isinstance(claimed.started_at, datetime) and claimed.started_at.tzinfo is not None
+    assert claimed.lease_expires_at > claimed.started_at
+
+
+def test_a_second_claim_of_the_same_attempt_gets_nothing(owner):
+    task = queued(owner)
+    assert services.claim_task(task_id=task.pk, attempt=1, worker="a") is not None
+    assert services.claim_task(task_id=task.pk, attempt=1, worker="b") is None
+    assert services.claim_task(task_id=task.pk, attempt=2, worker="b") is None
+    assert Task.objects.get(pk=task.pk).worker == "a"
+
+
+def test_complete_only_moves_the_current_attempt(owner):
+    task = queued(owner)
+    services.claim_task(task_id=task.pk, attempt=1, worker="a")
+    assert not services.complete_task(task_id=task.pk, attempt=2, output={"n": 1})
+    assert services.complete_task(task_id=task.pk, attempt=1, output={"n": 1})
+    assert not services.complete_task(task_id=task.pk, attempt=1, output={"n": 2})
+    task.refresh_from_db()
+    assert task.status == Status.COMPLETED and task.output == {"n": 1}
+    assert task.progress == 100 and task.lease_expires_at is None
+
+
+def test_the_hand_written_transitions_keep_the_state_machine(owner):
+    task = queued(owner)
+    with pytest.raises(IllegalTransition):
+        Task.objects.transition_one(task.pk, Status.QUEUED, expect={}, status="x")
+    # Nothing may move a queued task straight to completed.
+    assert not Task.objects.transition_pk(task.pk, Status.COMPLETED, expect={}, output=1)
+    assert Task.objects.get(pk=task.pk).status == Status.QUEUED
+
+
+def test_a_claim_on_a_dead_connection_is_made_again_on_a_new_one(owner, monkeypatch):
+    task = queued(owner)
+    real = services.claim_task
+    calls = []
+
+    def flaky(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    closed = []
+    # The test's own transaction must survive: record the close, do not close.
+    monkeypatch.setattr(connection, "close", lambda: closed.append(True))
+    monkeypatch.setattr(services, "claim_task", flaky)
+    claimed = worker._claim(task.pk, 1, "host:1")
+    assert len(calls) == 2 and closed == [True]
+    assert claimed is not None and claimed.status == Status.IN_PROGRESS
+
+
+def test_a_claim_that_fails_twice_is_an_outage_and_raises(owner, monkeypatch):
+    task = queued(owner)
+
+    def down(**kwargs):
+        raise OperationalError("could not connect")
+
+    monkeypatch.setattr(connection, "close", lambda: None)
+    monkeypatch.setattr(services, "claim_task", down)
+    with pytest.raises(OperationalError):
+        worker._claim(task.pk, 1, "host:1")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_the_lazy_claim_relaxes_its_own_commit_only(owner):
+    # Autocommit, as in a worker: the claim's SET LOCAL ends with its statement.
+    task = queued(owner)
+    claimed = services.claim_task(task_id=task.pk, attempt=1, worker="a")
+    assert claimed is not None and claimed.worker == "a"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_a_claim_inside_a_transaction_keeps_it_durable(owner):
+    task = queued(owner)  # the test runs inside a transaction
+    assert services.claim_task(task_id=task.pk, attempt=1, worker="a") is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_the_claim_finds_its_row_by_primary_key_even_with_stale_statistics(owner):
+    # A fresh burst of queued rows that ANALYZE has not seen: with a plain
+    # `status IN (...)`, PostgreSQL reads every queued entry of a status index.
+    Task.objects.bulk_create(
+        Task(owner=owner, type="wordcount", timeout=60, transport_id=f"b{i}") for i in range(300)
+    )
+    task = queued(owner)
+    sql, params = Task.objects.all()._update_one(
+        task.pk, Status.IN_PROGRESS, {"attempts": 0}, {"worker": "w"}
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "tasks_task_pkey" in plan, plan
