@@ -12,7 +12,7 @@ import signal
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.brokers.orm import ORM
@@ -79,27 +79,19 @@ def enqueue(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
 
 
 def enqueue_on_commit(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
-    """Send a run of a task so that no worker can see it before the current
-    transaction commits.
+    """Send a run of a task once the current transaction has committed (at
+    once in autocommit), so that no worker can see it before the row.
 
-    With the ORM broker the message is a row in our own database: written in
-    the same transaction, it becomes visible together with the task's row and
-    is never left behind without it (nor the row without its message), and
-    the database takes one write transaction instead of two. Any other
-    broker is sent to once the transaction has committed.
+    Also with the ORM broker, whose message is a row in the same database:
+    written in the task's transaction, it would hold SQLite's single write
+    lock through the building and signing of the message, and every other
+    writer waits for it. If the process dies between the two commits, the
+    task stays queued without a message, and the lost-message pass of the
+    workers' housekeeping sends it again (as for a Redis broker that lost it).
     """
-    if message_shares_transaction():
-        enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
-        return
     transaction.on_commit(
         lambda: enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
     )
-
-
-def message_shares_transaction() -> bool:
-    """True when `enqueue_on_commit` writes the message in the caller's transaction."""
-    # Inline runs execute the task inside enqueue(): that must wait for commit.
-    return not is_inline() and broker_name() == "orm" and Conf.ORM == DEFAULT_DB_ALIAS
 
 
 def queue_depth() -> int | None:

@@ -140,12 +140,12 @@ def submit_task(
         created_at=now,
         updated_at=now,
     )
-    # One transaction for the row and (with the ORM broker) its message. A
-    # keyed insert runs in one too, so that inside a caller's transaction it
-    # is a savepoint, and losing a race on the unique key does not break the
-    # caller's transaction. Otherwise the lone INSERT commits by itself: an
-    # explicit transaction would only add a BEGIN and a COMMIT to every submit.
-    together = idempotency_key or (due_now and queue.message_shares_transaction())
+    # A keyed insert runs in a transaction of its own, so that inside a
+    # caller's transaction it is a savepoint, and losing a race on the unique
+    # key does not break the caller's transaction. Otherwise the lone INSERT
+    # commits by itself: BEGIN and COMMIT would only cost round trips (and,
+    # on SQLite, hold the write lock longer). The message follows the commit.
+    together = bool(idempotency_key)
     try:
         with transaction.atomic() if together else nullcontext():
             task.save(force_insert=True)
