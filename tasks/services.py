@@ -263,15 +263,10 @@ def claim_task(*, task_id: int, attempt: int, worker: str) -> Task | None:
     its record when it ends, from the row's `started_at` and `worker`.
     """
     now = timezone.now()
-    # A claim lost in a database crash leaves the task queued, as if the
-    # message had never arrived; the lost-message pass sends it again (and
-    # the worker's later writes, conditional on this attempt, change
-    # nothing). So the claim need not wait for the disk; the result does.
     return Task.objects.transition_one(
         task_id,
         Status.IN_PROGRESS,
         expect={"attempts": attempt - 1},
-        lazy_commit=True,
         attempts=attempt,
         started_at=now,
         finished_at=None,

@@ -4,7 +4,7 @@ for speed: they must behave exactly like the ORM's conditional updates."""
 from datetime import datetime
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import IntegrityError, OperationalError, connection
 
 from tasks import services, worker
 from tasks.models import IllegalTransition, Status, Task
@@ -87,25 +87,26 @@ def test_a_claim_that_fails_twice_is_an_outage_and_raises(owner, monkeypatch):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
-@pytest.mark.django_db(transaction=True)
-def test_the_lazy_claim_relaxes_its_own_commit_only(owner):
-    # Autocommit, as in a worker: the claim's SET LOCAL ends with its statement.
-    task = queued(owner)
-    claimed = services.claim_task(task_id=task.pk, attempt=1, worker="a")
-    assert claimed is not None and claimed.worker == "a"
+def test_claim_and_complete_are_prepared_once_per_connection(owner):
+    first, second = queued(owner), queued(owner)
+    for task in (first, second):
+        assert services.claim_task(task_id=task.pk, attempt=1, worker="a") is not None
+        assert services.complete_task(task_id=task.pk, attempt=1, output=task.pk)
     with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
-    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'UPDATE%%'"
+        )
+        statements = [row[0] for row in cursor.fetchall()]
+    assert len(statements) == 2, statements  # the claim and the completion, once each
+    first.refresh_from_db()
+    assert first.status == Status.COMPLETED and first.output == first.pk
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
-def test_a_claim_inside_a_transaction_keeps_it_durable(owner):
-    task = queued(owner)  # the test runs inside a transaction
-    assert services.claim_task(task_id=task.pk, attempt=1, worker="a") is not None
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
+def test_an_error_in_a_prepared_statement_is_a_django_error(owner):
+    task = queued(owner)
+    with pytest.raises(IntegrityError):  # django.db's, not psycopg's
+        Task.objects.transition_pk(task.pk, Status.CANCELLED, expect={}, progress=-5)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
