@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.backends import postgres_params, uses_postgres
+from tests.backends import postgres_params, uses_postgres, uses_redis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -48,6 +48,25 @@ def test_the_benchmark_runs_in_a_tiny_mode(script):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| backend" in result.stdout
     assert "ratio" in result.stdout or "req/s" in result.stdout
+
+
+# Celery needs Redis and the comparison runs on PostgreSQL: it runs under
+# `make test-pg`, and skips on the SQLite + ORM broker setup.
+@pytest.mark.skipif(
+    not (uses_postgres() and uses_redis()), reason="PostgreSQL + Redis only (make test-pg)"
+)
+def test_the_celery_comparison_runs_in_a_tiny_mode():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.celery_drain", "--tasks", "20", *backend_args()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| backend" in result.stdout
+    assert "ratio project/Celery" in result.stdout
 
 
 def test_the_chaos_drill_runs_in_a_tiny_mode():
