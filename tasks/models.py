@@ -143,6 +143,30 @@ class TaskQuerySet(models.QuerySet):
             sql += f" RETURNING {returning}"
         return sql, params
 
+    def insert_one(self, task: Task) -> Task:
+        """Insert a new task row and set its id: what `task.save()` does for
+        a new row, as one statement written here once (and prepared on
+        PostgreSQL), because building it through the ORM cost more than the
+        database's work on the path every submit takes. It sends no model
+        signals; nothing listens to Task's."""
+        connection = connections[self.db]
+        meta, quote = self.model._meta, connection.ops.quote_name
+        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        params = [
+            field.get_db_prep_save(field.pre_save(task, add=True), connection) for field in fields
+        ]
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 (names from the model)
+            f"({', '.join(quote(field.column) for field in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(meta.pk.column)}"
+        )
+        with _hot_cursor(connection) as cursor:
+            cursor.execute(sql, params, **_prepared(connection))
+            task.pk = cursor.fetchone()[0]
+        task._state.adding = False
+        task._state.db = self.db
+        return task
+
     def unfinished(self) -> TaskQuerySet:
         return self.filter(status__in=UNFINISHED)
 

@@ -148,7 +148,7 @@ def submit_task(
     together = bool(idempotency_key)
     try:
         with transaction.atomic() if together else nullcontext():
-            task.save(force_insert=True)
+            Task.objects.insert_one(task)
             if due_now:
                 _enqueue_on_commit(task)
     except IntegrityError:

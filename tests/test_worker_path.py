@@ -4,7 +4,7 @@ for speed: they must behave exactly like the ORM's conditional updates."""
 from datetime import datetime
 
 import pytest
-from django.db import IntegrityError, OperationalError, connection
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from tasks import services, worker
 from tasks.models import IllegalTransition, Status, Task
@@ -124,3 +124,25 @@ def test_the_claim_finds_its_row_by_primary_key_even_with_stale_statistics(owner
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "tasks_task_pkey" in plan, plan
+
+
+def test_insert_one_writes_what_save_would(owner):
+    submitted = services.submit_task(
+        owner=owner, type_name="wordcount", args={"text": "a b"}, priority=5, delay=60
+    ).task
+    stored = Task.objects.get(pk=submitted.pk)
+    assert not submitted._state.adding and submitted._state.db == "default"
+    for field in Task._meta.concrete_fields:
+        assert getattr(submitted, field.attname) == getattr(stored, field.attname), field.name
+    assert stored.args == {"text": "a b", "top": 10} and stored.priority == 5
+    assert stored.status == Status.QUEUED and stored.run_at is not None
+
+
+def test_insert_one_raises_django_integrity_errors(owner):
+    first = services.submit_task(
+        owner=owner, type_name="wordcount", args={"text": "x"}, idempotency_key="k"
+    ).task
+    clash = Task(owner=owner, type="wordcount", timeout=5, idempotency_key="k")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Task.objects.insert_one(clash)
+    assert Task.objects.filter(idempotency_key="k").get().pk == first.pk
