@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 
 from bench import common
 
@@ -25,13 +26,17 @@ from bench import common
 def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
     from django.db.models import Max, Min
     from django.utils import timezone
-    from django_q.models import Success  # raw django-q2 baseline only
+    from django_q.brokers import get_broker  # raw django-q2 baseline only
+    from django_q.models import Success
     from django_q.tasks import async_task
 
     from tasks import queue
     from tasks.models import Status, Task
 
-    owner = backend.users(f"drain-{mode}-", 1)[0]
+    # Each round its own owner (project) or group (raw), so that it counts
+    # only its own completions.
+    tag = f"drain-{mode}-{uuid.uuid4().hex[:8]}"
+    owner = backend.users(tag, 1)[0]
     started = time.monotonic()
     if mode == "project":
         now = timezone.now()
@@ -42,19 +47,18 @@ def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
         for row in rows:
             queue.enqueue(task_id=row.pk, attempt=1, timeout=60, name=row.transport_id)
     else:
-        broker = queue._broker()
+        broker = get_broker()  # django-q2's own, as a plain user would
         for _ in range(tasks):
-            async_task("bench.jobs.raw_noop", broker=broker, save=True, timeout=60)
+            async_task("bench.jobs.raw_noop", broker=broker, save=True, timeout=60, group=tag)
     fill_seconds = time.monotonic() - started
 
     stack = backend.stack()
     stack.start_cluster()
     try:
         if mode == "project":
-            done = Task.objects.filter(status=Status.COMPLETED)
-            span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+            done = Task.objects.filter(owner=owner, status=Status.COMPLETED)
         else:
-            done = Success.objects.all()
+            done = Success.objects.filter(group=tag)
         common.wait_until(lambda: done.count() >= tasks, 300, f"{tasks} {mode} tasks", 0.2)
         if mode == "project":
             span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
@@ -75,10 +79,16 @@ def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
 
 def run(args) -> dict:
     def body(backend: common.Backend) -> dict:
-        out = {}
-        for mode in args.modes.split(","):
-            out[mode] = drain(backend, mode, args.tasks, args.workers)
-        return out
+        # Modes alternate round by round so that both see the same drift in
+        # the machine's load; each keeps its best round.
+        rounds: dict[str, list[dict]] = {mode: [] for mode in args.modes.split(",")}
+        for _ in range(args.rounds):
+            for mode in rounds:
+                rounds[mode].append(drain(backend, mode, args.tasks, args.workers))
+        return {
+            mode: max(results, key=lambda r: r["tasks_per_s"]) | {"rounds": len(results)}
+            for mode, results in rounds.items()
+        }
 
     common.child(args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0")
     return {}
@@ -88,6 +98,7 @@ def main(argv: list[str]) -> None:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="Rounds per mode (best one counts).")
     p.add_argument("--modes", default="raw,project", help=argparse.SUPPRESS)
     args = p.parse_args(argv[1:])
     if args.child:
@@ -108,7 +119,10 @@ def main(argv: list[str]) -> None:
                 raw["locked"] + project["locked"],
             ]
         )
-    print(f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion\n")
+    print(
+        f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion, "
+        f"best of {args.rounds} alternating rounds each\n"
+    )
     print(
         common.table(
             [

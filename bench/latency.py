@@ -17,10 +17,11 @@ from bench import common
 
 
 def measure(backend: common.Backend, tasks: int, poll: float) -> dict:
-    from django_q.models import Success  # raw django-q2 baseline only
+    from django_q.brokers import get_broker  # raw django-q2 baseline only
+    from django_q.models import Success
     from django_q.tasks import async_task
 
-    from tasks import queue, services
+    from tasks import services
     from tasks.models import Status, Task
 
     owner = backend.users("latency-", 1)[0]
@@ -31,7 +32,7 @@ def measure(backend: common.Backend, tasks: int, poll: float) -> dict:
                 raise SystemExit("a task did not complete within 120 s")
             time.sleep(poll)
 
-    broker = queue._broker()
+    broker = get_broker()  # django-q2's own, as a plain user would
 
     def project() -> float:
         started = time.perf_counter()

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "drain": ["--tasks", "20"],
+    "drain": ["--tasks", "20", "--rounds", "1"],
     "latency": ["--tasks", "5"],
     "submit": ["--seconds", "1", "--rounds", "1", "--users", "2", "--client-threads", "2"],
     "load": ["--seconds", "3", "--users", "2", "--client-threads", "2", "--drain-timeout", "120"],
