@@ -90,7 +90,9 @@ def run(args) -> dict:
             for mode, results in rounds.items()
         }
 
-    common.child(args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0")
+    common.child(
+        args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0", Q_RECYCLE=str(args.recycle)
+    )
     return {}
 
 
@@ -99,6 +101,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="Rounds per mode (best one counts).")
+    p.add_argument(
+        "--recycle",
+        type=int,
+        default=500,
+        help="Tasks a worker process runs before django-q2 replaces it (Q_RECYCLE; 500 is "
+        "the default). Each replacement idles a worker for up to half a second, which caps "
+        "both sides; a large value shows the cost of the worker path itself.",
+    )
     p.add_argument("--modes", default="raw,project", help=argparse.SUPPRESS)
     args = p.parse_args(argv[1:])
     if args.child:
@@ -121,7 +131,8 @@ def main(argv: list[str]) -> None:
         )
     print(
         f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion, "
-        f"best of {args.rounds} alternating rounds each\n"
+        f"best of {args.rounds} alternating rounds each; worker processes recycled every "
+        f"{args.recycle} tasks\n"
     )
     print(
         common.table(

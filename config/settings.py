@@ -266,6 +266,9 @@ Q_CLUSTER = {
     "timeout": TASKS["MAX_TIMEOUT"] + 30,
     "retry": TASKS["MAX_TIMEOUT"] + 120,
     "max_attempts": 1,
+    # A worker process is replaced after this many tasks (django-q2's
+    # guard against leaks in task code).
+    "recycle": env.int("Q_RECYCLE", default=500),
     "ack_failures": True,
     "save_limit": env.int("Q_SAVE_LIMIT", default=250),
     "poll": env.float("Q_POLL", default=0.05),
