@@ -8,6 +8,7 @@ on), so two processes racing on one task can never both win.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -143,26 +144,49 @@ class TaskQuerySet(models.QuerySet):
             sql += f" RETURNING {returning}"
         return sql, params
 
-    def insert_one(self, task: Task) -> Task:
+    def insert_one(self, task: Task, *, unless_unfinished: int | None = None) -> Task | None:
         """Insert a new task row and set its id: what `task.save()` does for
         a new row, as one statement written here once (and prepared on
         PostgreSQL), because building it through the ORM cost more than the
         database's work on the path every submit takes. It sends no model
-        signals; nothing listens to Task's."""
+        signals; nothing listens to Task's.
+
+        With `unless_unfinished=n`, the same statement inserts nothing, and
+        None is returned, when the owner already has n queued or running
+        tasks: the cap costs no round trip of its own, and two submits cannot
+        both pass it on the same last free place. "Is there an n-th
+        unfinished task?" reads at most n entries of the owner+status index
+        and never counts a whole backlog.
+        """
         connection = connections[self.db]
         meta, quote = self.model._meta, connection.ops.quote_name
+        table = quote(meta.db_table)
         fields = [field for field in meta.concrete_fields if not field.primary_key]
         params = [
             field.get_db_prep_save(field.pre_save(task, add=True), connection) for field in fields
         ]
-        sql = (
-            f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 (names from the model)
-            f"({', '.join(quote(field.column) for field in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(meta.pk.column)}"
-        )
+        columns = ", ".join(quote(field.column) for field in fields)
+        values = ", ".join(["%s"] * len(fields))
+        if unless_unfinished:
+            owner, status = (
+                quote(meta.get_field("owner").column),
+                quote(meta.get_field("status").column),
+            )
+            sql = (
+                f"INSERT INTO {table} ({columns}) SELECT {values} WHERE NOT EXISTS ("  # noqa: S608
+                f"SELECT 1 FROM {table} WHERE {owner} = %s AND {status} IN (%s, %s) "
+                "LIMIT 1 OFFSET %s)"
+            )
+            params += [task.owner_id, *sorted(UNFINISHED), unless_unfinished - 1]
+        else:
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({values})"  # noqa: S608
+        sql += f" RETURNING {quote(meta.pk.column)}"
         with _hot_cursor(connection) as cursor:
             cursor.execute(sql, params, **_prepared(connection))
-            task.pk = cursor.fetchone()[0]
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        task.pk = row[0]
         task._state.adding = False
         task._state.db = self.db
         return task
@@ -189,7 +213,29 @@ def _hot_cursor(connection):
 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
+        if connection.queries_logged:  # DEBUG, or a test capturing queries
+            yield _LoggedCursor(connection, cursor)
+        else:
+            yield cursor
+
+
+class _LoggedCursor:
+    """Records statements in connection.queries, as Django's debug cursor does."""
+
+    def __init__(self, connection, cursor) -> None:
+        self.connection, self.cursor = connection, cursor
+
+    def execute(self, sql, params, **kwargs):
+        started = time.monotonic()
+        try:
+            return self.cursor.execute(sql, params, **kwargs)
+        finally:
+            self.connection.queries_log.append(
+                {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
+            )
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
 
 
 def _prepared(connection) -> dict:

@@ -37,30 +37,6 @@ def task_of(*, user, task_id: int) -> Task | None:
     return tasks_of(user=user).filter(pk=task_id).first()
 
 
-def has_unfinished_tasks(*, owner_id: int, at_least: int) -> bool:
-    """True when the owner has `at_least` queued or running tasks.
-
-    "Is there an at_least-th unfinished task?" reads at most `at_least`
-    entries of the owner+status index and never counts a whole backlog. It
-    runs on every submit, so it is plain SQL: building this query through
-    the ORM took ten times longer than the database takes to answer it.
-    """
-    if at_least <= 0:
-        return True
-    quote, meta = connection.ops.quote_name, Task._meta
-    table, owner, status = (
-        quote(meta.db_table),
-        quote(meta.get_field("owner").column),
-        quote(meta.get_field("status").column),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {table} WHERE {owner} = %s AND {status} IN (%s, %s) LIMIT 1 OFFSET %s",  # noqa: S608
-            [owner_id, *sorted(UNFINISHED), at_least - 1],
-        )
-        return cursor.fetchone() is not None
-
-
 def task_of_when_finished(
     *, user, task_id: int, wait: float, first_interval: float = 0.1, max_interval: float = 1.0
 ) -> Task | None:

@@ -23,7 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import serializers
 
-from . import queue, registry, selectors
+from . import queue, registry
 from .models import FINISHED, Status, Task, TaskAttempt, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -117,13 +117,6 @@ def submit_task(
         if existing is not None:
             return Submitted(task=existing, created=False)
 
-    limit = _conf("MAX_UNFINISHED_PER_USER")
-    if limit and selectors.has_unfinished_tasks(owner_id=owner.pk, at_least=limit):
-        raise TooManyTasks(
-            f"You already have {limit} unfinished tasks; wait for some to finish.",
-            limit=limit,
-        )
-
     task = Task(
         owner=owner,
         type=type_name,
@@ -148,7 +141,12 @@ def submit_task(
     together = bool(idempotency_key)
     try:
         with transaction.atomic() if together else nullcontext():
-            Task.objects.insert_one(task)
+            limit = _conf("MAX_UNFINISHED_PER_USER")
+            if Task.objects.insert_one(task, unless_unfinished=limit) is None:
+                raise TooManyTasks(
+                    f"You already have {limit} unfinished tasks; wait for some to finish.",
+                    limit=limit,
+                )
             if due_now:
                 _enqueue_on_commit(task)
     except IntegrityError:
