@@ -36,11 +36,18 @@ def _type_choices() -> list[tuple[str, str]]:
 
 
 class TaskFilter(django_filters.FilterSet):
+    # distinct=False: these filter the task table itself (no join can repeat
+    # a row), and SELECT DISTINCT made PostgreSQL compare every matching row
+    # of a user's history before returning the first page.
     status = django_filters.MultipleChoiceFilter(
-        choices=Status.choices, help_text="Only tasks in this state (repeat for several)."
+        choices=Status.choices,
+        distinct=False,
+        help_text="Only tasks in this state (repeat for several).",
     )
     type = django_filters.MultipleChoiceFilter(
-        choices=_type_choices, help_text="Only tasks of this type (repeat for several)."
+        choices=_type_choices,
+        distinct=False,
+        help_text="Only tasks of this type (repeat for several).",
     )
     created_after = UtcDateTimeFilter(
         field_name="created_at",
