@@ -1,9 +1,11 @@
 """The Task record and its legal state transitions.
 
-`Task.status` is written only by `TaskQuerySet.transition`, which turns a
-transition into one conditional UPDATE: a row moves only if its current state
-may legally become the new one (and matches whatever else the caller filters
-on), so two processes racing on one task can never both win.
+`Task.status` is written only by `TaskQuerySet.transition` (and its one-row
+forms `transition_one` and `transition_pk`, hand-written for the path every
+task takes), which turns a transition into one conditional UPDATE: a row
+moves only if its current state may legally become the new one (and matches
+whatever else the caller filters on), so two processes racing on one task can
+never both win.
 """
 
 from __future__ import annotations
