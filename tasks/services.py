@@ -138,10 +138,9 @@ def submit_task(
     # key does not break the caller's transaction. Otherwise the lone INSERT
     # commits by itself: BEGIN and COMMIT would only cost round trips (and,
     # on SQLite, hold the write lock longer). The message follows the commit.
-    together = bool(idempotency_key)
+    limit = _conf("MAX_UNFINISHED_PER_USER")
     try:
-        with transaction.atomic() if together else nullcontext():
-            limit = _conf("MAX_UNFINISHED_PER_USER")
+        with transaction.atomic() if idempotency_key else nullcontext():
             if Task.objects.insert_one(task, unless_unfinished=limit) is None:
                 raise TooManyTasks(
                     f"You already have {limit} unfinished tasks; wait for some to finish.",
