@@ -90,9 +90,8 @@ def run(args) -> dict:
             for mode, results in rounds.items()
         }
 
-    common.child(
-        args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0", Q_RECYCLE=str(args.recycle)
-    )
+    recycle = {} if args.recycle is None else {"Q_RECYCLE": str(args.recycle)}
+    common.child(args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0", **recycle)
     return {}
 
 
@@ -104,10 +103,10 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--recycle",
         type=int,
-        default=500,
-        help="Tasks a worker process runs before django-q2 replaces it (Q_RECYCLE; 500 is "
-        "the default). Each replacement idles a worker for up to half a second, which caps "
-        "both sides; a large value shows the cost of the worker path itself.",
+        default=None,
+        help="Tasks a worker process runs before django-q2 replaces it (Q_RECYCLE; the "
+        "project's default when not given). Each replacement idles a worker for up to half "
+        "a second; django-q2's own default, 500, makes that idling the pace of both sides.",
     )
     p.add_argument("--modes", default="raw,project", help=argparse.SUPPRESS)
     args = p.parse_args(argv[1:])
@@ -131,8 +130,9 @@ def main(argv: list[str]) -> None:
         )
     print(
         f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion, "
-        f"best of {args.rounds} alternating rounds each; worker processes recycled every "
-        f"{args.recycle} tasks\n"
+        f"best of {args.rounds} alternating rounds each; worker processes recycled "
+        + ("at the project's default" if args.recycle is None else f"every {args.recycle} tasks")
+        + "\n"
     )
     print(
         common.table(

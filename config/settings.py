@@ -266,9 +266,13 @@ Q_CLUSTER = {
     "timeout": TASKS["MAX_TIMEOUT"] + 30,
     "retry": TASKS["MAX_TIMEOUT"] + 120,
     "max_attempts": 1,
-    # A worker process is replaced after this many tasks (django-q2's
-    # guard against leaks in task code).
-    "recycle": env.int("Q_RECYCLE", default=500),
+    # A worker process is replaced after this many tasks, or once it has
+    # grown past Q_MAX_RSS_MB (guards against leaks in task code). Each
+    # replacement leaves its slot idle for up to half a second, so counting
+    # is kept rare (django-q2's own default of 500 halved the throughput of
+    # short tasks) and memory is the guard that acts.
+    "recycle": env.int("Q_RECYCLE", default=10_000),
+    "max_rss": env.int("Q_MAX_RSS_MB", default=512) * 1024 or None,
     "ack_failures": True,
     "save_limit": env.int("Q_SAVE_LIMIT", default=250),
     "poll": env.float("Q_POLL", default=0.05),
