@@ -35,19 +35,24 @@ def backend_args() -> list[str]:
     return ["--backend", "pg", "--pg-url", pg_url, "--redis-url", settings.Q_REDIS_URL]
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
-def test_the_benchmark_runs_in_a_tiny_mode(script):
+def run_table(module: str, *args: str) -> str:
+    """Run a benchmark module; its output, which must end in a table."""
     result = subprocess.run(
-        [sys.executable, "-m", f"bench.{script}", *TINY[script], *backend_args()],
+        [sys.executable, "-m", module, *args, *backend_args()],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
-
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| backend" in result.stdout
-    assert "ratio" in result.stdout or "req/s" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_in_a_tiny_mode(script):
+    out = run_table(f"bench.{script}", *TINY[script])
+    assert "ratio" in out or "req/s" in out
 
 
 # Celery needs Redis and the comparison runs on PostgreSQL: it runs under
@@ -56,17 +61,7 @@ def test_the_benchmark_runs_in_a_tiny_mode(script):
     not (uses_postgres() and uses_redis()), reason="PostgreSQL + Redis only (make test-pg)"
 )
 def test_the_celery_comparison_runs_in_a_tiny_mode():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.celery_drain", "--tasks", "20", *backend_args()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| backend" in result.stdout
-    assert "ratio project/Celery" in result.stdout
+    assert "ratio project/Celery" in run_table("bench.celery_drain", "--tasks", "20")
 
 
 def test_the_chaos_drill_runs_in_a_tiny_mode():
