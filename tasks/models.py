@@ -53,6 +53,16 @@ def sources_of(target: str) -> list[str]:
     return [source for source, targets in TRANSITIONS.items() if target in targets]
 
 
+def _checked_sources(target: str, columns: dict) -> list[str]:
+    """The states `target` may be reached from, for a write of `columns`."""
+    if "status" in columns:
+        raise IllegalTransition("Pass the new status as `target`.")
+    allowed = sources_of(target)
+    if not allowed:
+        raise IllegalTransition(f"No state may move to {target!r}.")
+    return allowed
+
+
 class TaskQuerySet(models.QuerySet):
     def transition(self, target: str, **changes) -> int:
         """Move the rows of this queryset that may legally become `target`.
@@ -61,11 +71,7 @@ class TaskQuerySet(models.QuerySet):
         `target` are left alone, so callers filter on the state they expect
         and treat 0 as "somebody else got there first".
         """
-        if "status" in changes:
-            raise IllegalTransition("Pass the new status as `target`.")
-        allowed = sources_of(target)
-        if not allowed:
-            raise IllegalTransition(f"No state may move to {target!r}.")
+        allowed = _checked_sources(target, changes)
         return self.filter(status__in=allowed).update(
             status=target, updated_at=timezone.now(), **changes
         )
@@ -111,11 +117,7 @@ class TaskQuerySet(models.QuerySet):
             return cursor.rowcount == 1
 
     def _update_one(self, pk, target, expect, changes, returning=None) -> tuple[str, list]:
-        if "status" in changes or "status" in expect:
-            raise IllegalTransition("Pass the new status as `target`.")
-        allowed = sources_of(target)
-        if not allowed:
-            raise IllegalTransition(f"No state may move to {target!r}.")
+        allowed = _checked_sources(target, {**changes, **expect})
         connection = connections[self.db]
         meta, quote = self.model._meta, connection.ops.quote_name
 
