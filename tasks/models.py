@@ -11,7 +11,6 @@ never both win.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connections, models
@@ -84,73 +83,49 @@ class TaskQuerySet(models.QuerySet):
         `expect` holds the other columns the row must still have (equality);
         `changes` are plain values, not expressions. This and `transition_pk`
         serve the path every task takes (claim, complete): one statement
-        each, written here once instead of built by the ORM per call, which
-        cost a worker more time than the database spent running it.
+        each, written once per shape (`_Statements`) instead of built by the
+        ORM per call, which cost a worker more time than the database spent
+        running it.
         """
+        sql, params = self._update_one(pk, target, expect, changes, returning=True)
         connection = connections[self.db]
-        fields = self.model._meta.concrete_fields
-        # The columns in the model's order: from_db takes the values so.
-        returning = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-        sql, params = self._update_one(pk, target, expect, changes, returning=returning)
-        with _hot_cursor(connection) as cursor:
-            cursor.execute(sql, params, **_prepared(connection))
-            row = cursor.fetchone()
+        row = _run_hot(connection, sql, params)
         if row is None:
             return None
-        table = self.model._meta.db_table
+        shape = _statements(connection, self.model)
         values = []
-        for field, value in zip(fields, row, strict=True):
-            col = field.get_col(table)
-            for convert in connection.ops.get_db_converters(col) + field.get_db_converters(
-                connection
-            ):
+        for (col, converters), value in zip(shape.converters, row, strict=True):
+            for convert in converters:
                 value = convert(value, col, connection)
             values.append(value)
-        return self.model.from_db(self.db, [field.attname for field in fields], values)
+        return self.model.from_db(self.db, shape.attnames, values)
 
     def transition_pk(self, pk: int, target: str, *, expect: dict, **changes) -> bool:
         """`transition_one` without the row: True if it moved."""
-        connection = connections[self.db]
         sql, params = self._update_one(pk, target, expect, changes)
-        with _hot_cursor(connection) as cursor:
-            cursor.execute(sql, params, **_prepared(connection))
-            return cursor.rowcount == 1
+        return _run_hot(connections[self.db], sql, params, rowcount=True) == 1
 
-    def _update_one(self, pk, target, expect, changes, returning=None) -> tuple[str, list]:
+    def _update_one(self, pk, target, expect, changes, returning=False) -> tuple[str, list]:
         allowed = _checked_sources(target, {**changes, **expect})
         connection = connections[self.db]
-        meta, quote = self.model._meta, connection.ops.quote_name
-
-        def column(name: str):
-            field = meta.get_field(name)
-            return field, quote(field.column)
-
-        sets, params = [], []
-        for name, value in {"status": target, "updated_at": timezone.now(), **changes}.items():
-            field, col = column(name)
-            sets.append(f"{col} = %s")
-            params.append(field.get_db_prep_save(value, connection))
-        # `status || ''` keeps the status indexes out of the plan. Right after
-        # a burst of submissions, before PostgreSQL's statistics catch up, it
-        # would otherwise find the row through an index on status, reading
-        # the entry of every queued task to claim one of them.
-        wheres = [
-            f"{quote(meta.pk.column)} = %s",
-            f"({column('status')[1]} || '') IN ({', '.join(['%s'] * len(allowed))})",
+        sql, set_fields, expect_fields = _statements(connection, self.model).update(
+            target, tuple(changes), tuple(expect), len(allowed), returning
+        )
+        values = (target, timezone.now(), *changes.values())
+        params = [
+            field.get_db_prep_save(value, connection)
+            for field, value in zip(set_fields, values, strict=True)
         ]
         params += [pk, *allowed]
-        for name, value in expect.items():
-            field, col = column(name)
-            wheres.append(f"{col} = %s")
-            params.append(field.get_db_prep_value(value, connection))
-        sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(wheres)}"  # noqa: S608 (names from the model)
-        if returning:
-            sql += f" RETURNING {returning}"
+        params += [
+            field.get_db_prep_value(value, connection)
+            for field, value in zip(expect_fields, expect.values(), strict=True)
+        ]
         return sql, params
 
     def insert_one(self, task: Task, *, unless_unfinished: int | None = None) -> Task | None:
         """Insert a new task row and set its id: what `task.save()` does for
-        a new row, as one statement written here once (and prepared on
+        a new row, as one statement written once (and prepared on
         PostgreSQL), because building it through the ORM cost more than the
         database's work on the path every submit takes. It sends no model
         signals; nothing listens to Task's.
@@ -163,31 +138,14 @@ class TaskQuerySet(models.QuerySet):
         and never counts a whole backlog.
         """
         connection = connections[self.db]
-        meta, quote = self.model._meta, connection.ops.quote_name
-        table = quote(meta.db_table)
-        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        shape = _statements(connection, self.model)
+        sql, fields = shape.insert(capped=bool(unless_unfinished))
         params = [
             field.get_db_prep_save(field.pre_save(task, add=True), connection) for field in fields
         ]
-        columns = ", ".join(quote(field.column) for field in fields)
-        values = ", ".join(["%s"] * len(fields))
         if unless_unfinished:
-            owner, status = (
-                quote(meta.get_field("owner").column),
-                quote(meta.get_field("status").column),
-            )
-            sql = (
-                f"INSERT INTO {table} ({columns}) SELECT {values} WHERE NOT EXISTS ("  # noqa: S608
-                f"SELECT 1 FROM {table} WHERE {owner} = %s AND {status} IN (%s, %s) "
-                "LIMIT 1 OFFSET %s)"
-            )
             params += [task.owner_id, *sorted(UNFINISHED), unless_unfinished - 1]
-        else:
-            sql = f"INSERT INTO {table} ({columns}) VALUES ({values})"  # noqa: S608
-        sql += f" RETURNING {quote(meta.pk.column)}"
-        with _hot_cursor(connection) as cursor:
-            cursor.execute(sql, params, **_prepared(connection))
-            row = cursor.fetchone()
+        row = _run_hot(connection, sql, params)
         if row is None:
             return None
         task.pk = row[0]
@@ -199,51 +157,130 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status__in=UNFINISHED)
 
 
-@contextmanager
-def _hot_cursor(connection):
-    """A cursor for the statements every task runs.
+class _Statements:
+    """The hand-written statements of one model on one database connection,
+    each built once per shape (which columns it sets and checks) and kept:
+    the text of a statement never changes for a given shape, only its
+    parameters, and quoting names and looking up fields for every task cost
+    a measurable share of a worker's time.
+    """
 
-    On PostgreSQL, a psycopg cursor with server-side binding on Django's own
-    connection (same transaction), so that the statement is prepared once
-    per connection: parsing and planning it again for every task took half
-    of the database's time. Errors are still Django's (wrap_database_errors).
-    Elsewhere, Django's cursor.
+    def __init__(self, connection, model) -> None:
+        # Only the name quoting and the converters are taken from the
+        # connection (neither depends on its state): connections are per
+        # thread, the statements are the same for all of them.
+        self.meta, self.quote = model._meta, connection.ops.quote_name
+        quote = self.quote
+        fields = self.meta.concrete_fields
+        table = self.meta.db_table
+        # The columns in the model's order: from_db takes the values so.
+        self.returning = ", ".join(quote(field.column) for field in fields)
+        self.attnames = [field.attname for field in fields]
+        self.converters = []
+        for field in fields:
+            col = field.get_col(table)
+            converters = connection.ops.get_db_converters(col)
+            self.converters.append((col, converters + field.get_db_converters(connection)))
+        self._cache: dict[tuple, tuple] = {}
+
+    def _column(self, name: str):
+        field = self.meta.get_field(name)
+        return field, self.quote(field.column)
+
+    def update(self, target, changes, expect, sources, returning):
+        key = ("update", target, changes, expect, sources, returning)
+        if key not in self._cache:
+            self._cache[key] = self._update(changes, expect, sources, returning)
+        return self._cache[key]
+
+    def _update(self, changes, expect, sources, returning):
+        quote = self.quote
+        set_fields, sets = [], []
+        for name in ("status", "updated_at", *changes):
+            field, col = self._column(name)
+            set_fields.append(field)
+            sets.append(f"{col} = %s")
+        # `status || ''` keeps the status indexes out of the plan. Right after
+        # a burst of submissions, before PostgreSQL's statistics catch up, it
+        # would otherwise find the row through an index on status, reading
+        # the entry of every queued task to claim one of them.
+        wheres = [
+            f"{quote(self.meta.pk.column)} = %s",
+            f"({self._column('status')[1]} || '') IN ({', '.join(['%s'] * sources)})",
+        ]
+        expect_fields = []
+        for name in expect:
+            field, col = self._column(name)
+            expect_fields.append(field)
+            wheres.append(f"{col} = %s")
+        sql = (
+            f"UPDATE {quote(self.meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(wheres)}"  # noqa: S608 (names from the model)
+        )
+        if returning:
+            sql += f" RETURNING {self.returning}"
+        return sql, set_fields, expect_fields
+
+    def insert(self, *, capped: bool):
+        key = ("insert", capped)
+        if key not in self._cache:
+            self._cache[key] = self._insert(capped)
+        return self._cache[key]
+
+    def _insert(self, capped: bool):
+        quote = self.quote
+        table = quote(self.meta.db_table)
+        fields = [field for field in self.meta.concrete_fields if not field.primary_key]
+        columns = ", ".join(quote(field.column) for field in fields)
+        values = ", ".join(["%s"] * len(fields))
+        if capped:
+            owner, status = self._column("owner")[1], self._column("status")[1]
+            sql = (
+                f"INSERT INTO {table} ({columns}) SELECT {values} WHERE NOT EXISTS ("  # noqa: S608
+                f"SELECT 1 FROM {table} WHERE {owner} = %s AND {status} IN (%s, %s) "
+                "LIMIT 1 OFFSET %s)"
+            )
+        else:
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({values})"  # noqa: S608
+        return sql + f" RETURNING {quote(self.meta.pk.column)}", fields
+
+
+_shapes: dict[tuple, _Statements] = {}
+
+
+def _statements(connection, model) -> _Statements:
+    key = (connection.alias, connection.vendor, model)
+    if key not in _shapes:
+        _shapes[key] = _Statements(connection, model)
+    return _shapes[key]
+
+
+def _run_hot(connection, sql: str, params: list, *, rowcount: bool = False):
+    """Run one of the statements every task runs: its first row (or, with
+    `rowcount`, how many rows it touched).
+
+    On PostgreSQL, through a psycopg cursor with server-side binding on
+    Django's own connection (same transaction), so that the statement is
+    prepared once per connection: parsing and planning it again for every
+    task took half of the database's time. Errors are still Django's
+    (wrap_database_errors). Elsewhere, Django's cursor.
     """
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
-            yield cursor
-        return
+            cursor.execute(sql, params)
+            return cursor.rowcount if rowcount else cursor.fetchone()
     import psycopg
 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        if connection.queries_logged:  # DEBUG, or a test capturing queries
-            yield _LoggedCursor(connection, cursor)
-        else:
-            yield cursor
-
-
-class _LoggedCursor:
-    """Records statements in connection.queries, as Django's debug cursor does."""
-
-    def __init__(self, connection, cursor) -> None:
-        self.connection, self.cursor = connection, cursor
-
-    def execute(self, sql, params, **kwargs):
         started = time.monotonic()
         try:
-            return self.cursor.execute(sql, params, **kwargs)
+            cursor.execute(sql, params, prepare=True)
+            return cursor.rowcount if rowcount else cursor.fetchone()
         finally:
-            self.connection.queries_log.append(
-                {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
-            )
-
-    def __getattr__(self, name):
-        return getattr(self.cursor, name)
-
-
-def _prepared(connection) -> dict:
-    return {"prepare": True} if connection.vendor == "postgresql" else {}
+            if connection.queries_logged:  # DEBUG, or a test capturing queries
+                connection.queries_log.append(
+                    {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
+                )
 
 
 class Task(models.Model):
