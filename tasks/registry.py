@@ -46,12 +46,13 @@ class TaskType:
             args = {}
         if not isinstance(args, dict):
             raise serializers.ValidationError({"args": ["Expected a JSON object."]})
-        unknown = sorted(set(args) - set(self.args_serializer().fields))
+        # One serializer for both checks: building one copies all its fields.
+        serializer = self.args_serializer(data=args)
+        unknown = sorted(set(args) - set(serializer.fields))
         if unknown:
             raise serializers.ValidationError(
                 {"args": {key: ["Unknown argument."] for key in unknown}}
             )
-        serializer = self.args_serializer(data=args)
         if not serializer.is_valid():
             raise serializers.ValidationError({"args": serializer.errors})
         return dict(serializer.validated_data)
