@@ -146,3 +146,31 @@ def test_insert_one_raises_django_integrity_errors(owner):
     with pytest.raises(IntegrityError), transaction.atomic():
         Task.objects.insert_one(clash)
     assert Task.objects.filter(idempotency_key="k").get().pk == first.pk
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_lookups_by_owner_use_an_owner_index_without_one_of_the_foreign_keys_own(owner, make_user):
+    crowd = make_user("crowd")
+    Task.objects.bulk_create(
+        Task(owner=crowd, type="wordcount", timeout=60, transport_id=f"o{i}") for i in range(3000)
+    )
+    queued(owner)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tasks_task")
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'tasks_task' "
+            "AND indexdef LIKE '%%(owner_id)'"
+        )
+        assert cursor.fetchall() == []  # no single-column index on owner_id
+        # What the foreign key's ON DELETE check and a user's deletion read.
+        cursor.execute("EXPLAIN SELECT 1 FROM tasks_task WHERE owner_id = %s", [owner.pk])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "task_owner" in plan, plan
+
+
+def test_deleting_a_user_deletes_their_tasks(owner, make_user):
+    other = make_user("keeps-hers")
+    mine, hers = queued(owner), queued(other)
+    owner.delete()
+    assert not Task.objects.filter(pk=mine.pk).exists()
+    assert Task.objects.filter(pk=hers.pk).exists()
