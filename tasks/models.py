@@ -109,7 +109,7 @@ class TaskQuerySet(models.QuerySet):
         allowed = _checked_sources(target, {**changes, **expect})
         connection = connections[self.db]
         sql, set_fields, expect_fields = _statements(connection, self.model).update(
-            target, tuple(changes), tuple(expect), len(allowed), returning
+            tuple(changes), tuple(expect), len(allowed), returning
         )
         values = (target, timezone.now(), *changes.values())
         params = [
@@ -187,8 +187,10 @@ class _Statements:
         field = self.meta.get_field(name)
         return field, self.quote(field.column)
 
-    def update(self, target, changes, expect, sources, returning):
-        key = ("update", target, changes, expect, sources, returning)
+    def update(self, changes, expect, sources, returning):
+        """An UPDATE of one row by id from one of `sources` states: (sql,
+        fields of the SET values, fields of the `expect` values)."""
+        key = ("update", changes, expect, sources, returning)
         if key not in self._cache:
             self._cache[key] = self._update(changes, expect, sources, returning)
         return self._cache[key]
@@ -221,6 +223,7 @@ class _Statements:
         return sql, set_fields, expect_fields
 
     def insert(self, *, capped: bool):
+        """An INSERT of a new row returning its id: (sql, fields in order)."""
         key = ("insert", capped)
         if key not in self._cache:
             self._cache[key] = self._insert(capped)
