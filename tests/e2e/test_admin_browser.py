@@ -73,6 +73,12 @@ def task_row(stack, task_id: int) -> dict:
 
 
 def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
+    # Assertions on a page that was just navigated use expect(), which retries
+    # until the new document holds the text: a one-shot read can see the page
+    # while it is still being replaced.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
     stack.manage(
         "shell",
         "-c",
@@ -110,11 +116,11 @@ def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
     # Filter the list by status.
     page.goto(stack.base + "/admin/tasks/task/")
     rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 3
+    expect(rows).to_have_count(3)
     page.locator("#changelist-filter a", has_text="Failed").first.click()
     page.wait_for_url(re.compile(r"status__exact=failed"))
-    assert rows.count() == 1
-    assert "disk on fire" in rows.first.inner_text()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("disk on fire")
 
     # Open the failed task and read its error.
     rows.first.locator("a", has_text=str(broken)).first.click()
@@ -133,7 +139,7 @@ def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
     page.check(f"input[name=_selected_action][value='{broken}']")
     page.select_option("select[name=action]", "retry_selected")
     page.click("button[name=index]")
-    assert "Retried 1 task(s)." in page.locator("ul.messagelist").inner_text()
+    expect(page.locator("ul.messagelist")).to_contain_text("Retried 1 task(s).")
     # The real cluster runs the second attempt, which fails the same way.
     row = wait_for(
         lambda: (r := task_row(stack, broken))["attempts"] == 2 and r["status"] == "failed" and r,
@@ -146,15 +152,15 @@ def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
     page.goto(stack.base + "/admin/tasks/task/")
     page.locator("#changelist-filter a", has_text="Queued").first.click()
     page.wait_for_url(re.compile(r"status__exact=queued"))
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)
     page.check(f"input[name=_selected_action][value='{later}']")
     page.select_option("select[name=action]", "cancel_selected")
     page.click("button[name=index]")
-    assert "Cancelled 1 task(s)." in page.locator("ul.messagelist").inner_text()
+    expect(page.locator("ul.messagelist")).to_contain_text("Cancelled 1 task(s).")
     assert task_row(stack, later) == {"status": "cancelled", "attempts": 0, "runs": 0}
     # Nothing queued is left on the page the action returned to.
-    assert page.locator("#result_list tbody tr").count() == 0
+    expect(page.locator("#result_list tbody tr")).to_have_count(0)
     page.locator("#changelist-filter a", has_text="Cancelled").first.click()
     page.wait_for_url(re.compile(r"status__exact=cancelled"))
-    assert str(later) in page.locator("#result_list tbody").inner_text()
+    expect(page.locator("#result_list tbody")).to_contain_text(str(later))
     assert task_row(stack, done)["status"] == "completed"
