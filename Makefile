@@ -28,8 +28,13 @@ migrate: $(STAMP) .env
 	$(PY) manage.py bootstrap_admin
 
 # Web server on PORT (default 8081) and the workers, in the foreground; Ctrl-C stops both.
+# honcho reads no env file (its .env would override the shell's variables;
+# each process reads .env itself, the environment winning), and gets the port
+# explicitly, because it sets PORT for every process it starts. `exec`: make
+# passes a SIGTERM on to its child, which is then honcho, not a shell.
 run: migrate
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -f Procfile --env /dev/null \
+		--port "$$($(PY) -c 'import environ, os; environ.Env.read_env(".env"); print(os.environ.get("PORT", "8081"))')"
 
 # Production web tier: gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on PORT,
 # all read from the environment or .env by config/gunicorn.conf.py. Run
