@@ -4,6 +4,14 @@ Rates come from settings (REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], set from
 the environment). They are read on every request rather than once at import,
 as DRF's base class does, so a changed setting takes effect at once.
 A refused request gets a 429 with a Retry-After header.
+
+Requests are counted in fixed windows of the rate's period (a minute for
+"10/min"), with one atomic increment in the cache per request. DRF's own
+throttle keeps a list of timestamps that it reads, changes and writes back:
+requests arriving together (threads, processes, hosts sharing a Redis cache)
+all read the same list, and all of them pass. A counter cannot be raced that
+way, and costs the same at any rate. The price: up to twice the rate can pass
+around a window's edge.
 """
 
 from __future__ import annotations
@@ -18,8 +26,32 @@ class RateFromSettings(SimpleRateThrottle):
 
     def allow_request(self, request, view) -> bool:
         self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        self.now = self.timer()
+        window = int(self.now // self.duration)
+        # The window is part of the key, so a counter never has to be reset:
+        # a new window starts a new key, and the old one expires.
+        ends_in = (window + 1) * self.duration - self.now
+        return self._count(f"{key}_{window}", timeout=int(ends_in) + 1) <= self.num_requests
+
+    def _count(self, key: str, timeout: int) -> int:
+        """This request's number in its window, counted atomically."""
+        try:
+            return self.cache.incr(key)
+        except ValueError:  # the first request of the window (or its key expired)
+            if self.cache.add(key, 1, timeout):
+                return 1
+            return self.cache.incr(key)  # another request created it just now
+
+    def wait(self) -> float:
+        """Seconds until the current window ends (Retry-After, rounded up)."""
+        window_end = (int(self.now // self.duration) + 1) * self.duration
+        return window_end - self.now
 
 
 class LoginIPThrottle(RateFromSettings):

@@ -7,13 +7,30 @@ from rest_framework_simplejwt.tokens import RefreshToken
 PASSWORD = "correct horse battery staple"
 
 
+# A second into a day, so into a minute and an hour too: see fresh_throttles.
+THROTTLE_CLOCK = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 1.0
+
+
 @pytest.fixture(autouse=True)
-def fresh_throttles():
+def fresh_throttles(monkeypatch):
     """Throttle counters live in the cache; each test starts with none, so
-    requests made by earlier tests never throttle a later one."""
+    requests made by earlier tests never throttle a later one. The throttles
+    count in fixed windows of their period, so their clock stands still at the
+    start of one: a test never sees a window end between two of its requests
+    unless it moves the clock (throttle_clock)."""
+    from accounts.throttles import RateFromSettings
+
+    clock = [THROTTLE_CLOCK]
+    monkeypatch.setattr(RateFromSettings, "timer", staticmethod(lambda: clock[0]))
     cache.clear()
-    yield
+    yield clock
     cache.clear()
+
+
+@pytest.fixture
+def throttle_clock(fresh_throttles):
+    """The throttles' clock, as a one-item list to move: clock[0] += 60."""
+    return fresh_throttles
 
 
 @pytest.fixture

@@ -1,12 +1,19 @@
 """Throttles (login per IP and per username, task creation per user), the
 per-user cap on unfinished tasks, and the size limits on args and output."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from accounts.throttles import TaskCreateThrottle
 from tasks.models import Status, Task
 
+from .backends import uses_redis
 from .conftest import PASSWORD
 
 
@@ -137,3 +144,56 @@ def test_throttle_rates_come_from_settings(rate, period, owner):
         answers = [login("owner").status_code for _ in range(limit)]
         assert answers == [200] * limit
         assert_throttled(login("owner"), period)
+
+
+@rates(task_create="3/min")
+def test_a_new_window_lets_requests_through_again(api, throttle_clock):
+    body = {"type": "wordcount", "args": {"text": "hi"}, "delay": 600}
+    throttle_clock[0] += 45  # 46 s into the minute
+    assert [api.post("/tasks", body, format="json").status_code for _ in range(3)] == [202] * 3
+
+    refused = api.post("/tasks", body, format="json")
+    assert_throttled(refused)
+    # Retry-After is the rest of the window, rounded up: 14 s.
+    assert refused["Retry-After"] == "14"
+
+    throttle_clock[0] += 13.5  # still inside the window
+    assert api.post("/tasks", body, format="json").status_code == 429
+    throttle_clock[0] += 0.5  # the next minute
+    assert api.post("/tasks", body, format="json").status_code == 202
+    assert Task.objects.count() == 4
+
+
+def count_passing_together(throttle_class, request, threads=16, each=10) -> int:
+    """How many of threads x each checks pass when the threads run at once."""
+    start = threading.Barrier(threads)
+
+    def hammer():
+        start.wait()
+        return sum(throttle_class().allow_request(request, None) for _ in range(each))
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(lambda _: hammer(), range(threads)))
+
+
+@rates(task_create="50/min")
+def test_requests_arriving_together_cannot_pass_the_throttle_beyond_its_rate(owner):
+    request = SimpleNamespace(user=owner)
+
+    assert count_passing_together(TaskCreateThrottle, request) == 50
+
+
+@pytest.mark.skipif(not uses_redis(), reason="needs Redis: runs under make test-pg")
+@rates(task_create="50/min")
+def test_processes_sharing_a_redis_cache_count_together(owner, settings):
+    # Each check is a round trip to Redis here, so a read-change-write count
+    # (DRF's own throttle) lets most of the 160 concurrent checks through.
+    url = settings.Q_REDIS_URL.rsplit("/", 1)[0] + "/11"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    }
+    cache.clear()
+    try:
+        assert count_passing_together(TaskCreateThrottle, SimpleNamespace(user=owner)) == 50
+    finally:
+        cache.clear()
