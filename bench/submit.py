@@ -20,7 +20,12 @@ ENDPOINTS = {"bare": "/bench/insert", "project": "/tasks"}
 
 def request(session, name: str, state) -> int:
     body = {"type": "bench.noop"} if name == "project" else {}
-    return session.post(state.base + ENDPOINTS[name], json=body, timeout=60).status_code
+    # Each request as the thread's next user, so that every user's backlog
+    # grows alike and none reaches the per-user cap on unfinished tasks.
+    headers = {"Authorization": "Bearer " + state.next_token()}
+    return session.post(
+        state.base + ENDPOINTS[name], json=body, headers=headers, timeout=60
+    ).status_code
 
 
 def measure(backend: common.Backend, args) -> dict:
@@ -59,7 +64,9 @@ def main(argv: list[str]) -> None:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="Length of one round.")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--users", type=int, default=20)
+    # Enough users that none reaches the per-user cap on unfinished tasks
+    # (TASK_MAX_UNFINISHED_PER_USER): no worker drains during this benchmark.
+    p.add_argument("--users", type=int, default=100)
     p.add_argument("--web-workers", type=int, default=2)
     p.add_argument("--web-threads", type=int, default=4)
     p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
@@ -76,9 +83,9 @@ def main(argv: list[str]) -> None:
         rows.append(
             [
                 common.BACKENDS[backend],
-                bare["rps"],
-                project["rps"],
-                f"{project['rps'] / bare['rps']:.2f}",
+                bare["ok_rps"],
+                project["ok_rps"],
+                f"{project['ok_rps'] / bare['ok_rps']:.2f}",
                 bare["p50_ms"],
                 project["p50_ms"],
                 bare["p99_ms"],
@@ -98,8 +105,8 @@ def main(argv: list[str]) -> None:
         common.table(
             [
                 "backend",
-                "bare insert req/s",
-                "POST /tasks req/s",
+                "bare insert 2xx/s",
+                "POST /tasks 2xx/s",
                 "ratio (target >= 0.8)",
                 "bare p50 ms",
                 "tasks p50 ms",
