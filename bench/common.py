@@ -147,10 +147,24 @@ class Backend:
         )
         return list(User.objects.filter(username__startswith=prefix).order_by("id"))
 
-    def stack(self, **kwargs):
+    def stock_broker(self):
+        """django-q2's own broker for this backend, as a plain user of it has:
+        the raw baseline's. (The project replaces the ORM broker.)"""
+        from django_q.brokers import get_broker
+        from django_q.brokers.orm import ORM
+        from django_q.conf import Conf
+
+        return ORM(list_key=Conf.CLUSTER_NAME) if Conf.ORM else get_broker()
+
+    def stack(self, env: dict[str, str] | None = None, **kwargs):
         from tests.e2e.harness import Stack
 
-        return Stack(self.workdir, env=self.env, database_url=self.env["DATABASE_URL"], **kwargs)
+        return Stack(
+            self.workdir,
+            env={**self.env, **(env or {})},
+            database_url=self.env["DATABASE_URL"],
+            **kwargs,
+        )
 
     def close(self) -> None:
         from django.db import connections

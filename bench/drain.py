@@ -33,7 +33,6 @@ from bench import common
 def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
     from django.db.models import Max, Min
     from django.utils import timezone
-    from django_q.brokers import get_broker  # raw django-q2 baseline only
     from django_q.models import Success
     from django_q.tasks import async_task
 
@@ -54,7 +53,7 @@ def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
         for row in rows:
             queue.enqueue(task_id=row.pk, attempt=1, timeout=60, name=row.transport_id)
     else:
-        broker = get_broker()  # django-q2's own, as a plain user would
+        broker = backend.stock_broker()
         for _ in range(tasks):
             async_task("bench.jobs.raw_noop", broker=broker, save=True, timeout=60, group=tag)
     fill_seconds = time.monotonic() - started
@@ -63,7 +62,8 @@ def drain(backend: common.Backend, mode: str, tasks: int, workers: int) -> dict:
         done = Task.objects.filter(owner=owner, status=Status.COMPLETED)
     else:
         done = Success.objects.filter(group=tag)
-    stack = backend.stack()
+    # Raw django-q2 runs on its own broker at both ends; the project on its.
+    stack = backend.stack(env={"BENCH_STOCK_BROKER": "1"} if mode == "raw" else None)
     stack.start_cluster()
     try:
         first_seen = common.wait_until(

@@ -257,8 +257,10 @@ MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
 # --- django-q2: the transport ---------------------------------------------
 # Our Task row is the record; django-q2 only carries task ids to workers.
 # Its timeout is a backstop above the longest task a request may ask for,
-# and `retry` must stay above it (django-q2 re-delivers after `retry`).
-# Crash recovery does not wait for `retry`: it rests on our own lease.
+# and `retry` must stay above it (django-q2's own ORM broker re-delivers a
+# message after `retry`; the project's takes messages for good, see below).
+# Crash recovery does not wait for `retry`: it rests on our own lease and
+# the lost-message pass.
 Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="task-runner"),
@@ -284,6 +286,9 @@ if Q_REDIS_URL:
     Q_CLUSTER["redis"] = Q_REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # django-q2's ORM broker with one write per message instead of two (see
+    # tasks.queue.OrmBroker); both ends of the queue use it.
+    Q_CLUSTER["broker_class"] = "tasks.queue.OrmBroker"
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

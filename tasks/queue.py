@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 from functools import lru_cache
+from time import sleep
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -27,12 +28,25 @@ logger = logging.getLogger(__name__)
 WORKER_ENTRY_POINT = "tasks.worker.run_task"
 
 
-class _OrmBroker(ORM):
-    """django-q2's ORM broker, writing its message row with one plain INSERT.
+class OrmBroker(ORM):
+    """django-q2's ORM broker, with one plain statement per message each way.
 
-    The row is the same one `ORM.enqueue` creates (key, signed payload, lock
-    = now, so it is due at once); every submit writes one, and going through
-    the model layer cost more than the database's own work for it.
+    Sending writes the row `ORM.enqueue` creates (key, signed payload, lock =
+    now, so it is due at once) with one INSERT; going through the model layer
+    cost more than the database's own work for it.
+
+    Taking deletes the messages it returns, oldest first, in one DELETE ...
+    RETURNING. django-q2's own broker locks each message it hands out (an
+    UPDATE) and deletes it once the result is in (the monitor's
+    acknowledge): two writes per message, where one does, and under SQLite's
+    single write lock those writes set the pace of a whole cluster. Its lock
+    only buys a re-delivery after `retry` (an hour here) when a cluster dies
+    holding a message; our Task row says more and sooner: a task whose
+    message was taken but never claimed is still `queued`, and the
+    lost-message pass sends it again (`services.resend_lost_messages`), as
+    for the Redis broker, which keeps nothing once a message is taken.
+
+    The cluster uses this class through Q_CLUSTER["broker_class"] (settings).
     """
 
     def enqueue(self, task: str) -> None:
@@ -48,11 +62,39 @@ class _OrmBroker(ORM):
                 [self.list_key or Conf.CLUSTER_NAME, task, now],
             )
 
+    def dequeue(self):
+        self.get_connection()  # django-q2's check of a long-lived connection
+        connection = connections[Conf.ORM]
+        if not connection.features.can_return_columns_from_insert:  # SQLite < 3.35
+            return super().dequeue()
+        quote, meta = connection.ops.quote_name, OrmQ._meta
+        table, pk = quote(meta.db_table), quote(meta.pk.column)
+        key, payload, lock = (quote(meta.get_field(f).column) for f in ("key", "payload", "lock"))
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} "  # noqa: S608 (names from the model)
+                f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s) "
+                f"RETURNING {pk}, {payload}",
+                [self.list_key, now, Conf.BULK],
+            )
+            taken = cursor.fetchall()
+        if taken:
+            return [(pk, payload) for pk, payload in taken]
+        sleep(Conf.POLL)  # an empty queue: spare the database, as django-q2 does
+        return None
+
+    def acknowledge(self, task_id) -> None:
+        if not connections[Conf.ORM].features.can_return_columns_from_insert:
+            super().acknowledge(task_id)
+        # Otherwise the message was deleted when it was taken.
+
+    def fail(self, task_id) -> None:
+        self.acknowledge(task_id)
+
 
 @lru_cache(maxsize=1)
 def _broker() -> Broker:
-    if broker_name() == "orm" and not Conf.BROKER_CLASS:
-        return _OrmBroker()
     return get_broker()
 
 

@@ -534,9 +534,10 @@ def resend_lost_messages(
 ) -> int:
     """Send again queued tasks whose message was lost in the transport.
 
-    The Redis broker never re-delivers, and the ORM broker only after its long
-    `retry`; a message can vanish with a killed cluster before any worker
-    claimed it. The broker hands out messages first in, first out, so the
+    Neither broker re-delivers a message once a cluster has taken it (Redis
+    never does; the project's ORM broker deletes a message as it hands it
+    out, see queue.OrmBroker), so a message can vanish with a killed cluster
+    before any worker claimed it. The broker hands out messages first in, first out, so the
     messages it still holds belong to the most recently sent tasks: when
     fewer messages wait than queued tasks have been sent, the oldest of those
     tasks are not in the broker. Such a task may just be on its way to a
@@ -545,8 +546,8 @@ def resend_lost_messages(
     the caller's memory between passes: when each (task, send time) was first
     seen missing. This works while new work keeps the queue busy, too.
 
-    The order is only roughly first in, first out (the ORM broker does not
-    sort); a wrong guess sends a duplicate, which is harmless: only one
+    Both brokers hand out messages in the order they were sent; should a
+    guess still be wrong, it sends a duplicate, which is harmless: only one
     delivery can claim the attempt.
     """
     now = timezone.now()
