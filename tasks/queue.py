@@ -80,7 +80,8 @@ class OrmBroker(ORM):
             )
             taken = cursor.fetchall()
         if taken:
-            return [(pk, payload) for pk, payload in taken]
+            # RETURNING follows no ORDER BY: hand them out oldest first.
+            return sorted(taken)
         sleep(Conf.POLL)  # an empty queue: spare the database, as django-q2 does
         return None
 
