@@ -71,10 +71,16 @@ class OrmBroker(ORM):
         table, pk = quote(meta.db_table), quote(meta.pk.column)
         key, payload, lock = (quote(meta.get_field(f).column) for f in ("key", "payload", "lock"))
         now = connection.ops.adapt_datetimefield_value(timezone.now())
+        # Several clusters on one PostgreSQL: each takes messages the others
+        # are not taking, instead of waiting for their rows and then finding
+        # them gone (and sleeping as if the queue were empty). SQLite runs
+        # one writer at a time anyway.
+        skip_locked = connection.features.has_select_for_update_skip_locked
+        skip = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
         with connection.cursor() as cursor:
             cursor.execute(
                 f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} "  # noqa: S608 (names from the model)
-                f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s) "
+                f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s{skip}) "
                 f"RETURNING {pk}, {payload}",
                 [self.list_key, now, Conf.BULK],
             )
