@@ -11,6 +11,7 @@ import logging
 import signal
 from functools import lru_cache
 from time import sleep
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -51,39 +52,22 @@ class OrmBroker(ORM):
 
     def enqueue(self, task: str) -> None:
         connection = connections[Conf.ORM]
-        quote, meta = connection.ops.quote_name, OrmQ._meta
-        columns = ", ".join(
-            quote(meta.get_field(name).column) for name in ("key", "payload", "lock")
-        )
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s)",  # noqa: S608 (names from the model)
+                _ormq_statements(Conf.ORM).insert,
                 [self.list_key or Conf.CLUSTER_NAME, task, now],
             )
 
     def dequeue(self):
         self.get_connection()  # django-q2's check of a long-lived connection
-        connection = connections[Conf.ORM]
-        if not connection.features.can_return_columns_from_insert:  # SQLite < 3.35
+        take = _ormq_statements(Conf.ORM).take
+        if take is None:  # SQLite < 3.35: no RETURNING
             return super().dequeue()
-        quote, meta = connection.ops.quote_name, OrmQ._meta
-        table, pk = quote(meta.db_table), quote(meta.pk.column)
-        key, payload, lock = (quote(meta.get_field(f).column) for f in ("key", "payload", "lock"))
+        connection = connections[Conf.ORM]
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        # Several clusters on one PostgreSQL: each takes messages the others
-        # are not taking, instead of waiting for their rows and then finding
-        # them gone (and sleeping as if the queue were empty). SQLite runs
-        # one writer at a time anyway.
-        skip_locked = connection.features.has_select_for_update_skip_locked
-        skip = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} "  # noqa: S608 (names from the model)
-                f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s{skip}) "
-                f"RETURNING {pk}, {payload}",
-                [self.list_key, now, Conf.BULK],
-            )
+            cursor.execute(take, [self.list_key, now, Conf.BULK])
             taken = cursor.fetchall()
         if taken:
             # RETURNING follows no ORDER BY: hand them out oldest first.
@@ -92,12 +76,42 @@ class OrmBroker(ORM):
         return None
 
     def acknowledge(self, task_id) -> None:
-        if not connections[Conf.ORM].features.can_return_columns_from_insert:
+        if _ormq_statements(Conf.ORM).take is None:
             super().acknowledge(task_id)
         # Otherwise the message was deleted when it was taken.
 
     def fail(self, task_id) -> None:
         self.acknowledge(task_id)
+
+
+class _OrmqStatements(NamedTuple):
+    insert: str
+    take: str | None  # None where the database cannot DELETE ... RETURNING
+
+
+@lru_cache
+def _ormq_statements(alias: str) -> _OrmqStatements:
+    """The broker's two statements, built once per database: they run for
+    every message, and every poll of an idle cluster."""
+    connection = connections[alias]
+    quote, meta = connection.ops.quote_name, OrmQ._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    key, payload, lock = (quote(meta.get_field(f).column) for f in ("key", "payload", "lock"))
+    insert = f"INSERT INTO {table} ({key}, {payload}, {lock}) VALUES (%s, %s, %s)"  # noqa: S608 (names from the model)
+    if not connection.features.can_return_columns_from_insert:
+        return _OrmqStatements(insert, None)
+    # Several clusters on one PostgreSQL: each takes messages the others are
+    # not taking, instead of waiting for their rows and then finding them
+    # gone (and sleeping as if the queue were empty). SQLite runs one writer
+    # at a time anyway.
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    skip = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    take = (
+        f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} "  # noqa: S608 (names from the model)
+        f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s{skip}) "
+        f"RETURNING {pk}, {payload}"
+    )
+    return _OrmqStatements(insert, take)
 
 
 @lru_cache(maxsize=1)
