@@ -113,14 +113,6 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Workers prepare the two statements every task runs (claim, complete)
-    # once per connection. Django's own queries are never prepared; a
-    # threshold no query reaches only lets those two through. Turn it off
-    # behind a pooler in transaction mode that cannot keep them.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        2**31 - 1 if env.bool("DB_PREPARED_STATEMENTS", default=True) else None
-    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and every worker write to one file. WAL lets readers run
     # beside the writer, IMMEDIATE takes the write lock when a transaction
@@ -226,12 +218,12 @@ TASKS = {
     # not renewed for LEASE seconds means the worker is gone.
     "HEARTBEAT_SECONDS": env.float("TASK_HEARTBEAT_SECONDS", default=1.0),
     "LEASE_SECONDS": env.float("TASK_LEASE_SECONDS", default=10.0),
-    # How often the maintenance loop (due tasks, expired leases, lost
-    # messages) runs inside the workers.
+    # How often each cluster's housekeeping (expired leases, dead workers) runs.
     "MAINTENANCE_SECONDS": env.float("TASK_MAINTENANCE_SECONDS", default=1.0),
-    # A queued task whose message has been in the transport this long while
-    # the broker reports an empty queue is taken as lost and sent again.
-    "REQUEUE_AFTER_SECONDS": env.float("TASK_REQUEUE_AFTER_SECONDS", default=30.0),
+    # How far ahead `run_at` / `delay` may put a task.
+    "MAX_DELAY_SECONDS": env.int("TASK_MAX_DELAY", default=30 * 86400),
+    # Tasks one user may have running at once across every cluster (0: no limit).
+    "MAX_RUNNING_PER_USER": env.int("TASK_MAX_RUNNING_PER_USER", default=0),
     # Progress and cancellation are written/read at most this often.
     "PROGRESS_INTERVAL": env.float("TASK_PROGRESS_INTERVAL", default=0.5),
     "IDEMPOTENCY_HOURS": env.int("TASK_IDEMPOTENCY_HOURS", default=24),
@@ -254,14 +246,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 # Deepest nesting of arrays/objects a JSON body may have.
 MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
 
-# --- django-q2: the transport ---------------------------------------------
-# Our Task row is the record; django-q2 only carries task ids to workers.
-# Its timeout is a backstop above the longest task a request may ask for,
-# and `retry` must stay above it (django-q2's own ORM broker re-delivers a
-# message after `retry`; the project's takes messages for good, see below).
-# Crash recovery does not wait for `retry`: it rests on our own lease and
-# the lost-message pass.
-Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
+# --- django-q2: the process pool --------------------------------------------
+# The task table is the queue: each cluster's broker (tasks.cluster.TaskBroker)
+# claims runnable rows and django-q2's workers run them. Its timeout is a
+# backstop above the longest task a request may ask for, and `retry` must stay
+# above it; crash recovery rests on our own lease, not on django-q2.
+# The queues this host's clusters serve (comma-separated; empty: all).
+Q_QUEUES = env.list("Q_QUEUES", default=[])
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="task-runner"),
     "workers": env.int("Q_WORKERS", default=2),
@@ -271,24 +262,24 @@ Q_CLUSTER = {
     # A worker process is replaced after this many tasks, or once it has
     # grown past Q_MAX_RSS_MB (guards against leaks in task code). Each
     # replacement leaves its slot idle for up to half a second, so counting
-    # is kept rare (django-q2's own default of 500 halved the throughput of
-    # short tasks) and memory is the guard that acts.
+    # is kept rare and memory is the guard that acts.
     "recycle": env.int("Q_RECYCLE", default=10_000),
     "max_rss": env.int("Q_MAX_RSS_MB", default=512) * 1024 or None,
     "ack_failures": True,
     "save_limit": env.int("Q_SAVE_LIMIT", default=250),
+    # How long an idle cluster waits before looking at the table again (on
+    # PostgreSQL, new work also wakes it at once through LISTEN/NOTIFY).
     "poll": env.float("Q_POLL", default=0.05),
     "catch_up": False,
+    # django-q2's own scheduler runs import paths from its Schedule table;
+    # nothing of the project uses it.
+    "scheduler": False,
     "sync": env.bool("Q_SYNC", default=False),
-    "label": "Transport (django-q2)",
+    "label": "Workers (django-q2)",
+    "broker_class": "tasks.cluster.TaskBroker",
+    # django-q2 keeps its own (unused) result rows and statistics here.
+    "orm": "default",
 }
-if Q_REDIS_URL:
-    Q_CLUSTER["redis"] = Q_REDIS_URL
-else:
-    Q_CLUSTER["orm"] = "default"
-    # django-q2's ORM broker with one write per message instead of two (see
-    # tasks.queue.OrmBroker); both ends of the queue use it.
-    Q_CLUSTER["broker_class"] = "tasks.queue.OrmBroker"
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -100,7 +100,6 @@ class TaskAdmin(admin.ModelAdmin):
                     "retries_left",
                     "lost_count",
                     "timeout",
-                    "priority",
                 ]
             },
         ),
@@ -118,14 +117,18 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Transport",
+            "Queue",
             {
                 "classes": ["collapse"],
                 "fields": [
+                    "queue",
+                    "priority",
+                    "turn",
+                    "concurrency_key",
+                    "unique_key",
+                    "claimed_by",
                     "worker",
                     "lease_expires_at",
-                    "enqueued_at",
-                    "transport_id",
                     "idempotency_key",
                 ],
             },

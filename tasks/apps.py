@@ -9,6 +9,6 @@ class TasksConfig(AppConfig):
     def ready(self) -> None:
         # Every installed app may define task types in its own jobs.py.
         autodiscover_modules("jobs")
-        from . import queue
+        from . import cluster
 
-        queue.connect_worker_signals()
+        cluster.connect_worker_signals()

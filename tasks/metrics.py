@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import queue, selectors
+from . import selectors
 from .models import Status
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -54,18 +54,15 @@ class TaskCollector(Collector):
                 tasks.add_metric([status, ""], 0)
         yield tasks
 
-        depth = queue.queue_depth()
-        if depth is not None:
-            yield GaugeMetricFamily(
-                f"{PREFIX}_queue_depth",
-                "Messages waiting in the django-q2 broker.",
-                value=depth,
-            )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_broker_reachable",
-            "1 when the broker answered its queue size, 0 when it did not.",
-            value=0 if depth is None else 1,
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth",
+            "Queued tasks per queue: runnable now, or delayed (a later run_at).",
+            labels=["queue", "state"],
         )
+        for queue_name, counts in sorted(selectors.queue_depths(now=now).items()):
+            for state, count in counts.items():
+                depth.add_metric([queue_name, state], count)
+        yield depth
         yield GaugeMetricFamily(
             f"{PREFIX}_workers_alive",
             "Worker processes with a heartbeat newer than WORKER_STALE_SECONDS.",

@@ -1,201 +1,287 @@
-"""The one adapter to django-q2. Nothing else in the project imports django_q.
+"""The claim: the one place that picks runnable task rows for the workers.
 
-django-q2 only carries `(task_id, attempt)` to a worker; the worker re-reads
-the row. One broker object is reused for every enqueue (building a broker per
-call costs a new connection each time).
+The Task table is the queue. A task is runnable when it is queued, due
+(`run_at` <= now), in a queue the cluster serves, and within its limits.
+Runnable tasks are claimed in order: priority (higher first), the owner's
+turn (users take turns among equal priorities), due time, id.
+
+Claiming moves a row from queued to in_progress with its next attempt
+number, a short lease and the claiming cluster's name, in one statement
+(UPDATE ... RETURNING, with SKIP LOCKED on PostgreSQL so that clusters on
+any number of hosts never wait for one another). It is the only raw
+statement in the project, written here once on Django's cursor. The worker
+that then runs the attempt starts it (`lifecycle.start_attempt`); a claim
+whose cluster died before that is released by the reaper when its lease
+expires.
+
+Global limits (per type, per key, per user) need every claimer to see the
+others' claims: when any may apply, claims take turns (an advisory lock on
+PostgreSQL; SQLite runs one writer at a time anyway), count what runs, and
+leave over-limit tasks queued without letting them block the rest.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-from functools import lru_cache
-from time import sleep
-from typing import NamedTuple
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, transaction
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
-from django_q.brokers import Broker, get_broker
-from django_q.brokers.orm import ORM
-from django_q.conf import Conf
-from django_q.exceptions import TimeoutException
-from django_q.models import OrmQ
-from django_q.signals import post_spawn
-from django_q.tasks import async_task
+
+from . import registry
+from .models import Status, Task
 
 logger = logging.getLogger(__name__)
 
-WORKER_ENTRY_POINT = "tasks.worker.run_task"
+# Any number that no other part of the project uses as an advisory lock key.
+CLAIM_LOCK_KEY = 7_346_110_001
+# How many candidate rows one claim reads per task it may take: more than
+# one, so that a few over-limit tasks at the head do not end a claim early.
+WINDOW_FACTOR = 4
+MIN_WINDOW = 16
+# Channel on which PostgreSQL announces new runnable work to idle clusters.
+CHANNEL = "taskrunner_work"
 
 
-class OrmBroker(ORM):
-    """django-q2's ORM broker, with one plain statement per message each way.
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run one claimed attempt."""
 
-    Sending writes the row `ORM.enqueue` creates (key, signed payload, lock =
-    now, so it is due at once) with one INSERT; going through the model layer
-    cost more than the database's own work for it.
-
-    Taking deletes the messages it returns, oldest first, in one DELETE ...
-    RETURNING. django-q2's own broker locks each message it hands out (an
-    UPDATE) and deletes it once the result is in (the monitor's
-    acknowledge): two writes per message, where one does, and under SQLite's
-    single write lock those writes set the pace of a whole cluster. Its lock
-    only buys a re-delivery after `retry` (an hour here) when a cluster dies
-    holding a message; our Task row says more and sooner: a task whose
-    message was taken but never claimed is still `queued`, and the
-    lost-message pass sends it again (`services.resend_lost_messages`), as
-    for the Redis broker, which keeps nothing once a message is taken.
-
-    The cluster uses this class through Q_CLUSTER["broker_class"] (settings).
-    """
-
-    def enqueue(self, task: str) -> None:
-        connection = connections[Conf.ORM]
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _ormq_statements(Conf.ORM).insert,
-                [self.list_key or Conf.CLUSTER_NAME, task, now],
-            )
-
-    def dequeue(self):
-        self.get_connection()  # django-q2's check of a long-lived connection
-        take = _ormq_statements(Conf.ORM).take
-        if take is None:  # SQLite < 3.35: no RETURNING
-            return super().dequeue()
-        connection = connections[Conf.ORM]
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        with connection.cursor() as cursor:
-            cursor.execute(take, [self.list_key, now, Conf.BULK])
-            taken = cursor.fetchall()
-        if taken:
-            # RETURNING follows no ORDER BY: hand them out oldest first.
-            return sorted(taken)
-        sleep(Conf.POLL)  # an empty queue: spare the database, as django-q2 does
-        return None
-
-    def acknowledge(self, task_id) -> None:
-        if _ormq_statements(Conf.ORM).take is None:
-            super().acknowledge(task_id)
-        # Otherwise the message was deleted when it was taken.
-
-    def fail(self, task_id) -> None:
-        self.acknowledge(task_id)
+    id: int
+    attempt: int
+    type: str
+    args: dict[str, Any]
+    timeout: int
+    owner_id: int
 
 
-class _OrmqStatements(NamedTuple):
-    insert: str
-    take: str | None  # None where the database cannot DELETE ... RETURNING
+def served_queues() -> list[str]:
+    """The queues this process's clusters serve: Q_QUEUES, or all when empty."""
+    return list(settings.Q_QUEUES)
 
 
-@lru_cache
-def _ormq_statements(alias: str) -> _OrmqStatements:
-    """The broker's two statements, built once per database: they run for
-    every message, and every poll of an idle cluster."""
-    connection = connections[alias]
-    quote, meta = connection.ops.quote_name, OrmQ._meta
-    table, pk = quote(meta.db_table), quote(meta.pk.column)
-    key, payload, lock = (quote(meta.get_field(f).column) for f in ("key", "payload", "lock"))
-    insert = f"INSERT INTO {table} ({key}, {payload}, {lock}) VALUES (%s, %s, %s)"  # noqa: S608 (names from the model)
-    if not connection.features.can_return_columns_from_insert:
-        return _OrmqStatements(insert, None)
-    # Several clusters on one PostgreSQL: each takes messages the others are
-    # not taking, instead of waiting for their rows and then finding them
-    # gone (and sleeping as if the queue were empty). SQLite runs one writer
-    # at a time anyway.
-    skip_locked = connection.features.has_select_for_update_skip_locked
-    skip = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
-    take = (
-        f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} "  # noqa: S608 (names from the model)
-        f"WHERE {key} = %s AND {lock} < %s ORDER BY {pk} LIMIT %s{skip}) "
-        f"RETURNING {pk}, {payload}"
-    )
-    return _OrmqStatements(insert, take)
+def runnable(*, queues: Sequence[str] = (), now: datetime | None = None) -> QuerySet[Task]:
+    """Queued tasks that are due, in claim order (limits not applied)."""
+    now = now or timezone.now()
+    tasks = Task.objects.filter(status=Status.QUEUED, run_at__lte=now)
+    if queues:
+        tasks = tasks.filter(queue__in=list(queues))
+    return tasks.order_by("-priority", "turn", "run_at", "id")
 
 
-@lru_cache(maxsize=1)
-def _broker() -> Broker:
-    return get_broker()
+def claim(*, cluster: str, limit: int, queues: Sequence[str] = ()) -> list[Claimed]:
+    """Claim up to `limit` runnable tasks for `cluster`, in claim order."""
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    if not _limits_may_apply(queues):
+        return _take(runnable(queues=queues, now=now)[:limit], cluster=cluster, now=now)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
+        ids = _pick_within_limits(queues=queues, limit=limit, now=now)
+        if not ids:
+            return []
+        return _take(Task.objects.filter(pk__in=ids), cluster=cluster, now=now)
+
+
+def claim_one(*, task_id: int, cluster: str) -> Claimed | None:
+    """Claim one given task if it is runnable now, ignoring limits (inline runs)."""
+    now = timezone.now()
+    taken = _take(runnable(now=now).filter(pk=task_id), cluster=cluster, now=now)
+    return taken[0] if taken else None
 
 
 def is_inline() -> bool:
-    """True when django-q2 runs tasks in the calling process (tests, Q_SYNC)."""
+    """True when tasks run in the process that submits them (Q_SYNC: tests)."""
     return bool(settings.Q_CLUSTER.get("sync"))
 
 
-def enqueue(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
-    """Send one run of a task to the workers, now."""
-    async_task(
-        WORKER_ENTRY_POINT,
-        task_id,
-        attempt,
-        task_name=name,
-        broker=_broker(),
-        # django-q2 raises its timeout inside the task after `timeout`
-        # seconds; the worker turns that into a "timed out" failure. Our row
-        # holds the result, so django-q2's own result row is not needed.
-        timeout=timeout,
-        save=False,
-        ack_failure=True,
-    )
+def _limits_may_apply(queues: Sequence[str]) -> bool:
+    if settings.TASKS["MAX_RUNNING_PER_USER"]:
+        return True
+    return any(t.is_limited and (not queues or t.queue in queues) for t in registry.all_types())
 
 
-def enqueue_on_commit(*, task_id: int, attempt: int, timeout: int, name: str) -> None:
-    """Send a run of a task once the current transaction has committed (at
-    once in autocommit), so that no worker can see it before the row.
+@dataclass
+class _Running:
+    """What runs now, counted the ways the limits count."""
 
-    Also with the ORM broker, whose message is a row in the same database:
-    written in the task's transaction, it would hold SQLite's single write
-    lock through the building and signing of the message, and every other
-    writer waits for it. If the process dies between the two commits, the
-    task stays queued without a message, and the lost-message pass of the
-    workers' housekeeping sends it again (as for a Redis broker that lost it).
+    by_type: Counter = field(default_factory=Counter)
+    by_key: Counter = field(default_factory=Counter)
+    by_owner: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def now(cls) -> _Running:
+        running = cls()
+        rows = (
+            Task.objects.filter(status=Status.IN_PROGRESS)
+            .order_by()
+            .values_list("type", "concurrency_key", "owner_id")
+            .annotate(n=Count("pk"))
+        )
+        for type_name, key, owner_id, n in rows:
+            running.by_type[type_name] += n
+            running.by_owner[owner_id] += n
+            if key:
+                running.by_key[(type_name, key)] += n
+        return running
+
+
+def _pick_within_limits(*, queues: Sequence[str], limit: int, now: datetime) -> list[int]:
+    """Ids of up to `limit` runnable tasks that the limits let start now.
+
+    Types, keys and owners that are full are left out of the query itself,
+    so a backlog of over-limit tasks never hides runnable tasks behind it.
     """
-    transaction.on_commit(
-        lambda: enqueue(task_id=task_id, attempt=attempt, timeout=timeout, name=name)
+    per_user = settings.TASKS["MAX_RUNNING_PER_USER"]
+    running = _Running.now()
+    types = {t.name: t for t in registry.all_types()}
+    picked: list[int] = []
+    # Each round either fills the claim or learns one more full type, key or
+    # owner to leave out; a handful of rounds is always enough in practice.
+    for _ in range(8):
+        full_types = [
+            name
+            for name, t in types.items()
+            if t.concurrency and running.by_type[name] >= t.concurrency
+        ]
+        full_keys = [
+            (name, key)
+            for (name, key), n in running.by_key.items()
+            if types.get(name) and types[name].key_concurrency and n >= types[name].key_concurrency
+        ]
+        full_owners = (
+            [owner for owner, n in running.by_owner.items() if n >= per_user] if per_user else []
+        )
+        candidates = runnable(queues=queues, now=now).exclude(pk__in=picked)
+        if full_types:
+            candidates = candidates.exclude(type__in=full_types)
+        if full_owners:
+            candidates = candidates.exclude(owner_id__in=full_owners)
+        for name, key in full_keys:
+            candidates = candidates.exclude(Q(type=name) & Q(concurrency_key=key))
+        window = max(limit * WINDOW_FACTOR, MIN_WINDOW)
+        rows = list(candidates.values_list("pk", "type", "concurrency_key", "owner_id")[:window])
+        for pk, type_name, key, owner_id in rows:
+            task_type = types.get(type_name)
+            if task_type and task_type.concurrency:
+                if running.by_type[type_name] >= task_type.concurrency:
+                    continue
+            if key and task_type and task_type.key_concurrency:
+                if running.by_key[(type_name, key)] >= task_type.key_concurrency:
+                    continue
+            if per_user and running.by_owner[owner_id] >= per_user:
+                continue
+            picked.append(pk)
+            running.by_type[type_name] += 1
+            running.by_owner[owner_id] += 1
+            if key:
+                running.by_key[(type_name, key)] += 1
+            if len(picked) >= limit:
+                return picked
+        if len(rows) < window:
+            break  # nothing else is runnable
+    return picked
+
+
+def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Claimed]:
+    """The claim statement: move the `candidates` rows that are still queued
+    to in_progress for `cluster`, and return them in claim order.
+
+    One UPDATE ... WHERE id IN (<candidates>) RETURNING, so the claim costs
+    one round trip; the candidates' SELECT is built by the ORM. On PostgreSQL
+    it locks the rows it picks and skips those another cluster is taking.
+    """
+    meta = Task._meta
+    quote = connection.ops.quote_name
+    select, select_params = (
+        candidates.values("pk").query.get_compiler(connection=connection).as_sql()
     )
+    if connection.features.has_select_for_update_skip_locked:
+        select += " FOR UPDATE SKIP LOCKED"
+    column = {name: quote(meta.get_field(name).column) for name in _CLAIM_COLUMNS}
+    sets = {
+        "status": Status.IN_PROGRESS,
+        "claimed_by": cluster,
+        "worker": "",
+        "lease_expires_at": now + timedelta(seconds=settings.TASKS["LEASE_SECONDS"]),
+        "started_at": None,
+        "finished_at": None,
+        "progress": 0,
+        "progress_message": "",
+        "updated_at": now,
+    }
+    assignments = [f"{column['attempts']} = {column['attempts']} + 1"]
+    params: list[Any] = []
+    for name, value in sets.items():
+        assignments.append(f"{column[name]} = %s")
+        params.append(meta.get_field(name).get_db_prep_save(value, connection))
+    returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
+        f"WHERE {column['id']} IN ({select}) AND {column['status']} = %s "
+        f"RETURNING {', '.join(column[name] for name in returned)}"
+    )
+    params += [*select_params, Status.QUEUED]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    args_field = meta.get_field("args")
+    claimed = []
+    for pk, attempt, type_name, args, timeout, owner_id, priority, turn, run_at in rows:
+        if isinstance(args, str):  # JSON comes back as text from SQLite and psycopg
+            args = args_field.from_db_value(args, None, connection)
+        # Raw run_at values compare correctly on each database (datetimes, or
+        # SQLite's ISO text): they only order rows of one result here.
+        claimed.append(
+            (
+                (-priority, turn, run_at, pk),
+                Claimed(pk, attempt, type_name, args, timeout, owner_id),
+            )
+        )
+    # RETURNING follows no order: hand the tasks out in claim order.
+    return [c for _, c in sorted(claimed, key=lambda pair: pair[0])]
 
 
-def queue_depth() -> int | None:
-    """Messages waiting in the broker, or None when the broker cannot say."""
-    try:
-        return _broker().queue_size()
-    except Exception:  # a broker that is down must not break health checks
-        logger.warning("could not read the broker's queue size", exc_info=True)
-        return None
+_CLAIM_COLUMNS = (
+    "id",
+    "status",
+    "attempts",
+    "claimed_by",
+    "worker",
+    "lease_expires_at",
+    "started_at",
+    "finished_at",
+    "progress",
+    "progress_message",
+    "updated_at",
+    "type",
+    "args",
+    "timeout",
+    "owner",
+    "priority",
+    "turn",
+    "run_at",
+)
 
 
-def broker_name() -> str:
-    return "redis" if Conf.REDIS and not Conf.ORM else "orm"
+# --- Wake-ups ------------------------------------------------------------------------
 
 
-def is_timeout(exc: BaseException) -> bool:
-    """True for the exception django-q2 raises when a task runs out of time."""
-    return isinstance(exc, TimeoutException)
+def announce_work(queue_name: str) -> None:
+    """Tell idle clusters that `queue_name` has new runnable work.
 
-
-def disarm_timeout() -> None:
-    """Cancel django-q2's pending timeout alarm once the task's code is done,
-    so it cannot fire while the worker records the result."""
-    if not is_inline():
-        try:
-            signal.alarm(0)
-        except ValueError:  # not the main thread: no alarm was set here either
-            pass
-
-
-def connect_worker_signals() -> None:
-    """Start our per-worker housekeeping in every django-q2 worker process."""
-    post_spawn.connect(_on_worker_spawn, dispatch_uid="tasks.worker_spawn")
-
-
-def _on_worker_spawn(sender, proc_name: str, **kwargs) -> None:
-    # django-q2 sends post_spawn for an inline (sync) run too, from the calling
-    # process: a web server or the test run must not grow a housekeeping loop.
-    if is_inline():
-        return
-    from . import worker
-
-    worker.skip_connection_checks()
-    worker.start_maintenance(proc_name)
+    On PostgreSQL a NOTIFY, delivered when the current transaction commits
+    (never before the row is visible); elsewhere nothing: clusters poll.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, queue_name])

@@ -10,7 +10,8 @@ ready, so adding a type never touches this package.
     class ResizeArgs(serializers.Serializer):
         url = serializers.URLField()
 
-    @task_type("resize", args=ResizeArgs, timeout=120, max_retries=2)
+    @task_type("resize", args=ResizeArgs, timeout=120, max_retries=2,
+               queue="media", concurrency=4)
     def resize(ctx, url):
         ctx.progress(50, "downloading")
         ...
@@ -19,12 +20,16 @@ ready, so adding a type never touches this package.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
+
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class EmptyArgs(serializers.Serializer):
@@ -39,6 +44,15 @@ class TaskType:
     args_serializer: type[serializers.Serializer]
     timeout: int
     max_retries: int
+    # Which queue its tasks wait in, and its global limits (None: no limit):
+    # tasks of the type running at once, and those sharing a concurrency key.
+    queue: str = "default"
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+
+    @property
+    def is_limited(self) -> bool:
+        return self.concurrency is not None or self.key_concurrency is not None
 
     def validate_args(self, args: Any) -> dict[str, Any]:
         """Return the validated arguments or raise a DRF ValidationError."""
@@ -153,8 +167,24 @@ def task_type(
     description: str = "",
     timeout: int | None = None,
     max_retries: int = 0,
+    queue: str = "default",
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register `func(ctx, **args)` as the task type `name`."""
+    """Register `func(ctx, **args)` as the task type `name`.
+
+    `queue` names the queue its tasks wait in (a cluster serves the queues in
+    Q_QUEUES). `concurrency` caps how many of its tasks run at once across
+    every cluster; `key_concurrency` caps those sharing one request's
+    `concurrency_key`.
+    """
+    for label, limit in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{label} of task type {name!r} must be a positive integer.")
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise ValueError(
+            f"Queue name {queue!r} of task type {name!r}: use [A-Za-z0-9_.-]{{1,100}}."
+        )
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _registry and _registry[name].func is not func:
@@ -166,6 +196,9 @@ def task_type(
             args_serializer=args,
             timeout=timeout or settings.TASKS["DEFAULT_TIMEOUT"],
             max_retries=max_retries,
+            queue=queue,
+            concurrency=concurrency,
+            key_concurrency=key_concurrency,
         )
         return func
 

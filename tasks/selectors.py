@@ -133,6 +133,22 @@ def task_counts_by_status_and_type() -> list[tuple[str, str, int]]:
     )
 
 
+def queue_depths(*, now: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Queued tasks per queue: `runnable` (due now) and `delayed` (a later
+    run_at: delayed runs and retries waiting for their backoff)."""
+    now = now or timezone.now()
+    rows = (
+        Task.objects.filter(status=Status.QUEUED)
+        .order_by()
+        .values_list("queue")
+        .annotate(
+            runnable=Count("pk", filter=Q(run_at__lte=now)),
+            delayed=Count("pk", filter=Q(run_at__gt=now)),
+        )
+    )
+    return {name: {"runnable": runnable, "delayed": delayed} for name, runnable, delayed in rows}
+
+
 @dataclass(frozen=True)
 class DurationStats:
     """Durations of the tasks of one type that finished inside a window."""

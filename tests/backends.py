@@ -1,7 +1,7 @@
-"""Which database and broker the suite runs on, and whether they are reachable.
+"""Which database and cache the suite runs on, and whether they are reachable.
 
-The suite runs on whatever DATABASE_URL and Q_REDIS_URL configure (`make test`:
-SQLite + the ORM broker; `make test-pg`: PostgreSQL + Redis). When PostgreSQL
+The suite runs on whatever DATABASE_URL and CACHE_URL configure (`make test`:
+SQLite and a memory cache; `make test-pg`: PostgreSQL and a Redis cache). When PostgreSQL
 or Redis is asked for but does not answer, the run skips with the reason on a
 developer's machine and fails under CI=true, where a skip would hide that the
 second setup never ran.
@@ -19,7 +19,12 @@ def uses_postgres() -> bool:
 
 
 def uses_redis() -> bool:
-    return bool(settings.Q_REDIS_URL)
+    return "redis" in settings.CACHES["default"]["BACKEND"].lower()
+
+
+def redis_url() -> str:
+    location = settings.CACHES["default"]["LOCATION"]
+    return location[0] if isinstance(location, list) else location
 
 
 def in_ci() -> bool:
@@ -60,7 +65,7 @@ def unreachable_services() -> list[str]:
         import redis
 
         try:
-            redis.Redis.from_url(settings.Q_REDIS_URL, socket_connect_timeout=5).ping()
+            redis.Redis.from_url(redis_url(), socket_connect_timeout=5).ping()
         except redis.RedisError as exc:
-            problems.append(f"Redis at {settings.Q_REDIS_URL} is not reachable ({exc})")
+            problems.append(f"Redis at {redis_url()} is not reachable ({exc})")
     return problems

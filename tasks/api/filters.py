@@ -49,6 +49,7 @@ class TaskFilter(django_filters.FilterSet):
         distinct=False,
         help_text="Only tasks of this type (repeat for several).",
     )
+    queue = django_filters.CharFilter(help_text="Only tasks in this queue.")
     created_after = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
@@ -62,4 +63,4 @@ class TaskFilter(django_filters.FilterSet):
 
     class Meta:
         model = Task
-        fields = ["status", "type", "created_after", "created_before"]
+        fields = ["status", "type", "queue", "created_after", "created_before"]

@@ -17,14 +17,16 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from config.errors import ErrorSerializer
 
-from .. import metrics, queue, selectors
+from .. import metrics, selectors
 
 HEALTH_BODY = inline_serializer(
     "Health",
     {
         "status": serializers.CharField(help_text='"ok", or "unavailable" with a 503.'),
         "checks": serializers.DictField(help_text="database and workers, each with `ok`."),
-        "queue": serializers.DictField(help_text="broker name and messages waiting."),
+        "queues": serializers.DictField(
+            allow_null=True, help_text="Per queue: runnable and delayed task counts."
+        ),
         "tasks": serializers.DictField(allow_null=True, help_text="queued and in_progress counts."),
         "error": serializers.CharField(required=False, help_text="What failed (503 only)."),
     },
@@ -66,13 +68,13 @@ class HealthView(APIView):
     def get(self, request):
         stale = settings.TASKS["WORKER_STALE_SECONDS"]
         database_ok = selectors.database_reachable()
-        alive, depth, tasks = 0, None, None
-        # Without the database nothing else can be read (the ORM broker lives there too).
+        alive, queues, tasks = 0, None, None
+        # Without the database nothing else can be read (the queue lives there too).
         if database_ok:
             try:
                 alive = selectors.workers_alive()
                 tasks = selectors.unfinished_task_counts()
-                depth = queue.queue_depth()
+                queues = selectors.queue_depths()
             except DatabaseError:
                 # It answered "SELECT 1" but failed right after: still down.
                 database_ok, alive, tasks = False, 0, None
@@ -82,7 +84,7 @@ class HealthView(APIView):
                 "database": {"ok": database_ok},
                 "workers": {"ok": alive > 0, "alive": alive, "stale_after_seconds": stale},
             },
-            "queue": {"broker": queue.broker_name(), "depth": depth},
+            "queues": queues,
             "tasks": tasks,
         }
         failures = []

@@ -66,16 +66,32 @@ class TaskCreateSerializer(StrictSerializer):
         default=0,
         min_value=-100,
         max_value=100,
-        help_text="Higher first among delayed tasks and retries that fall due together.",
+        help_text="-100..100: runnable tasks with a higher priority start first.",
     )
     run_at = serializers.DateTimeField(
-        required=False, help_text="Do not start before this time (ISO 8601)."
+        required=False,
+        help_text="Do not start before this time (ISO 8601; at most TASK_MAX_DELAY ahead).",
     )
     delay = serializers.FloatField(
         required=False,
         min_value=0,
-        max_value=30 * 86400,
+        max_value=settings.TASKS["MAX_DELAY_SECONDS"],
         help_text="Do not start before this many seconds from now.",
+    )
+    concurrency_key = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=200,
+        help_text="Tasks of this type sharing this key run at most the type's "
+        "`key_concurrency` at once (only for types that set it).",
+    )
+    unique_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=255,
+        help_text="While you have an unfinished task of this type with this key, "
+        "submitting again returns that task (200, `deduplicated: true`).",
     )
 
     def validate_args(self, value):
@@ -158,7 +174,10 @@ class TaskSerializer(serializers.ModelSerializer):
             "max_retries",
             "retries_left",
             "timeout",
+            "queue",
             "priority",
+            "concurrency_key",
+            "unique_key",
             "run_at",
             "cancel_requested",
             "idempotency_key",
@@ -195,7 +214,11 @@ class TaskStartedSerializer(serializers.Serializer):
     task_id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Status.choices)
     type = serializers.CharField()
+    queue = serializers.CharField()
     run_at = serializers.DateTimeField(allow_null=True)
+    deduplicated = serializers.BooleanField(
+        required=False, help_text="Present and true when `unique_key` returned an existing task."
+    )
 
 
 class TaskStatusSerializer(serializers.Serializer):
@@ -230,6 +253,14 @@ class TaskTypeSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     timeout = serializers.IntegerField(help_text="Default timeout in seconds.")
     max_retries = serializers.IntegerField(help_text="Default automatic retries.")
+    queue = serializers.CharField(help_text="The queue its tasks wait in.")
+    concurrency = serializers.IntegerField(
+        allow_null=True, help_text="Most of its tasks running at once (null: no limit)."
+    )
+    key_concurrency = serializers.IntegerField(
+        allow_null=True,
+        help_text="Most of its tasks sharing a `concurrency_key` running at once (null: no limit).",
+    )
     args_schema = serializers.DictField(help_text="JSON Schema of the type's `args`.")
 
 

@@ -173,7 +173,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         responses={
             202: TaskStartedSerializer,
             200: OpenApiResponse(
-                TaskStartedSerializer, description="The task this Idempotency-Key already made."
+                TaskStartedSerializer,
+                description="The task this Idempotency-Key already made, or your unfinished "
+                "task with this `unique_key` (`deduplicated: true`).",
             ),
             400: OpenApiResponse(
                 ErrorSerializer,
@@ -203,6 +205,8 @@ class TaskViewSet(viewsets.GenericViewSet):
             run_at=data.get("run_at"),
             delay=data.get("delay"),
             idempotency_key=self._idempotency_key(request),
+            concurrency_key=data.get("concurrency_key", ""),
+            unique_key=data.get("unique_key"),
         )
         task = submitted.task
         body = {
@@ -210,8 +214,11 @@ class TaskViewSet(viewsets.GenericViewSet):
             "task_id": task.pk,
             "status": task.status,
             "type": task.type,
+            "queue": task.queue,
             "run_at": task.run_at,
         }
+        if submitted.deduplicated:
+            body["deduplicated"] = True
         return Response(
             body,
             status=status.HTTP_202_ACCEPTED if submitted.created else status.HTTP_200_OK,
@@ -295,6 +302,9 @@ class TaskTypesView(APIView):
                 "description": t.description,
                 "timeout": t.timeout,
                 "max_retries": t.max_retries,
+                "queue": t.queue,
+                "concurrency": t.concurrency,
+                "key_concurrency": t.key_concurrency,
                 "args_schema": t.args_schema(),
             }
             for t in registry.all_types()

@@ -56,7 +56,7 @@ class Command(BaseCommand):
     def handle(self, *args, older_than, status, batch_size, dry_run, **options):
         age = parse_age(older_than)
         try:
-            count = services.purge_tasks(
+            count = maintenance.purge_tasks(
                 older_than=age,
                 statuses=status,
                 batch_size=positive(str(batch_size)),

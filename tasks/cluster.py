@@ -1,0 +1,231 @@
+"""The one adapter to django-q2, which is the process pool: the broker that
+feeds a cluster from the task table, and the hooks of its worker processes.
+
+django-q2 runs `TaskBroker` through its documented `broker_class` setting.
+Its pusher process calls `dequeue` in a loop; the broker claims runnable
+rows (tasks.queue) and hands django-q2 one package per claimed attempt,
+naming `tasks.worker.run_task` and the attempt. It never claims more than
+the cluster has idle workers: a claimed task never waits in a local buffer
+behind a long one while a worker elsewhere is idle, and a higher-priority
+task submitted a moment later is not queued behind it.
+
+Idle workers are counted with a semaphore the cluster's processes share
+(they are forked from the process that builds the broker): the pusher takes
+one per attempt it hands out; the monitor gives it back when django-q2
+acknowledges that attempt's result. A worker process killed mid-task never
+acknowledges; when the pusher has waited a lease's length for a worker, it
+counts what this cluster really runs in the table and gives back the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from django_q.brokers import Broker
+from django_q.conf import Conf
+from django_q.signals import post_spawn
+from django_q.signing import SignedPackage
+
+from . import maintenance, queue, worker
+from .models import Status, Task
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = "tasks.worker.run_task"
+# The longest an idle PostgreSQL cluster waits for a notification before it
+# looks at the table anyway (delayed tasks and retries fall due silently).
+LISTEN_TIMEOUT = 0.5
+
+
+class TaskBroker(Broker):
+    """django-q2's broker for the task table. Nothing is ever enqueued
+    through it: a submit is an INSERT (tasks.services)."""
+
+    def __init__(self, list_key: str | None = None) -> None:
+        super().__init__(list_key)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.queues = queue.served_queues()
+        self.workers = int(Conf.WORKERS)
+        self.free = multiprocessing.BoundedSemaphore(self.workers)
+        self._waiting_since: float | None = None
+        self._next_maintenance = 0.0
+        self._listener: Any = None
+
+    # --- what django-q2's pusher and monitor call --------------------------------
+
+    def enqueue(self, task: str) -> None:
+        raise RuntimeError("Submit tasks with tasks.services.submit_task, not through django-q2.")
+
+    def dequeue(self) -> list[tuple[int, str]] | None:
+        self._housekeeping()
+        free = self._take_idle_workers()
+        if not free:
+            return None
+        try:
+            claimed = queue.claim(cluster=self.name, limit=free, queues=self.queues)
+        except DatabaseError:
+            self._give_back(free)
+            logger.warning("claim failed; trying again on a new connection", exc_info=True)
+            connection.close()
+            time.sleep(Conf.POLL)
+            return None
+        self._give_back(free - len(claimed))
+        if not claimed:
+            self._wait_for_work()
+            return None
+        return [(c.id, SignedPackage.dumps(self._package(c))) for c in claimed]
+
+    def acknowledge(self, task_id: Any) -> None:
+        self._give_back(1)
+
+    def fail(self, task_id: Any) -> None:
+        self._give_back(1)
+
+    def queue_size(self) -> int:
+        return queue.runnable(queues=self.queues).count()
+
+    def lock_size(self) -> int:
+        return Task.objects.filter(status=Status.IN_PROGRESS, claimed_by=self.name).count()
+
+    def ping(self) -> bool:
+        connection.ensure_connection()
+        return True
+
+    def info(self) -> str:
+        return f"task table ({connection.vendor})"
+
+    # --- idle workers --------------------------------------------------------------
+
+    def _take_idle_workers(self) -> int:
+        """Wait up to a poll interval for an idle worker; then take every idle one."""
+        if not self.free.acquire(timeout=Conf.POLL):
+            self._reconcile_if_stuck()
+            return 0
+        self._waiting_since = None
+        taken = 1
+        while taken < self.workers and self.free.acquire(block=False):
+            taken += 1
+        return taken
+
+    def _give_back(self, count: int) -> None:
+        for _ in range(count):
+            try:
+                self.free.release()
+            except ValueError:  # already all free: a count corrected meanwhile
+                return
+
+    def _reconcile_if_stuck(self) -> None:
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+            return
+        if now - self._waiting_since < settings.TASKS["LEASE_SECONDS"]:
+            return
+        self._waiting_since = now
+        try:
+            running = self.lock_size()
+        except DatabaseError:
+            return
+        held = self.workers - self.free.get_value()
+        if running < held:
+            logger.warning(
+                "%s of this cluster's workers were lost; counting them idle", held - running
+            )
+            self._give_back(held - running)
+
+    # --- waiting and housekeeping ------------------------------------------------
+
+    def _wait_for_work(self) -> None:
+        """Nothing runnable: wait for a notification (PostgreSQL) or a poll interval."""
+        if connection.vendor != "postgresql":
+            time.sleep(Conf.POLL)
+            return
+        try:
+            if self._listener is None:
+                self._listener = _listen()
+            for _ in self._listener.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
+                pass
+        except Exception:
+            logger.warning("listening for new work failed; polling", exc_info=True)
+            self._close_listener()
+            time.sleep(Conf.POLL)
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:
+                pass
+        self._listener = None
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + settings.TASKS["MAINTENANCE_SECONDS"]
+        try:
+            maintenance.run_maintenance()
+        except Exception:
+            logger.exception("housekeeping failed")
+            connection.close()
+
+    def _package(self, claimed: queue.Claimed) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "name": f"task-{claimed.id}-attempt-{claimed.attempt}",
+            "func": ENTRY_POINT,
+            "args": (
+                claimed.id,
+                claimed.attempt,
+                claimed.type,
+                claimed.args,
+                claimed.timeout,
+                claimed.owner_id,
+            ),
+            "kwargs": {},
+            "started": timezone.now(),
+            # django-q2 raises its TimeoutException inside the task after this
+            # many seconds; the worker turns it into a timed-out attempt.
+            "timeout": claimed.timeout,
+            # The task row holds the result; django-q2 keeps none of its own,
+            # and acknowledges failures too (that frees the worker's slot).
+            "save": False,
+            "ack_failure": True,
+        }
+
+
+def _listen():
+    """A connection of its own, listening on the wake-up channel."""
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    for django_only in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
+        params.pop(django_only, None)
+    listener = psycopg.connect(**params, autocommit=True)
+    listener.execute(f"LISTEN {queue.CHANNEL}")
+    return listener
+
+
+# --- worker processes ------------------------------------------------------------------
+
+
+def connect_worker_signals() -> None:
+    """Start each django-q2 worker process's lease keeper and heartbeat."""
+    post_spawn.connect(_on_worker_spawn, dispatch_uid="tasks.worker_spawn")
+
+
+def _on_worker_spawn(sender: Any, proc_name: str, **kwargs: Any) -> None:
+    # django-q2 sends post_spawn for an inline (sync) run too, from the calling
+    # process: a web server or the test run must not grow a keeper thread.
+    if queue.is_inline():
+        return
+    worker.lease_keeper()
