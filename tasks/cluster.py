@@ -163,8 +163,8 @@ class TaskBroker(Broker):
         if self._listener is not None:
             try:
                 self._listener.close()
-            except Exception:
-                pass
+            except Exception:  # a broken connection may fail to close too
+                logger.debug("closing the listener failed", exc_info=True)
         self._listener = None
 
     def _housekeeping(self) -> None:

@@ -28,7 +28,6 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
