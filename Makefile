@@ -48,13 +48,13 @@ worker: migrate
 test: $(STAMP)
 	$(BIN)/pytest
 
-# The whole suite again on PostgreSQL + the Redis broker (pytest-django creates
+# The whole suite again on PostgreSQL, with a Redis cache (pytest-django creates
 # test_<name>; the end-to-end stacks get a fresh database each). Skips with the
 # reason when either is unreachable; fails instead under CI=true.
 TEST_PG_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/4
+TEST_CACHE_URL ?= redis://127.0.0.1:6379/4
 test-pg: $(STAMP)
-	DATABASE_URL=$(TEST_PG_DATABASE_URL) Q_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+	DATABASE_URL=$(TEST_PG_DATABASE_URL) CACHE_URL=$(TEST_CACHE_URL) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

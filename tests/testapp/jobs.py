@@ -105,3 +105,38 @@ def stubborn(ctx, seconds: float):
             # where no exception reaches: only stopping the process ends it.
             continue
     return {"slept": seconds}
+
+
+class HoldArgs(serializers.Serializer):
+    seconds = serializers.FloatField(min_value=0, max_value=600, default=0)
+
+
+def _hold(ctx, seconds: float):
+    """Sleep (checking for cancellation), then report when and where it ran."""
+    started = time.time()
+    ctx.sleep(seconds)
+    return {"task": ctx.task_id, "started": started, "finished": time.time(), "pid": os.getpid()}
+
+
+# Types with the queue and limit options, for the claim's tests.
+task_type(
+    "test.limited",
+    args=HoldArgs,
+    concurrency=1,
+    description="At most one runs at once, across every cluster.",
+)(_hold)
+task_type(
+    "test.keyed",
+    args=HoldArgs,
+    key_concurrency=1,
+    description="At most one per concurrency_key runs at once.",
+)(_hold)
+task_type(
+    "test.reports",
+    args=HoldArgs,
+    queue="reports",
+    description="Waits in the `reports` queue.",
+)(_hold)
+task_type("test.hold", args=HoldArgs, description="Sleeps, then says when and where it ran.")(
+    _hold
+)
