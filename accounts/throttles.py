@@ -21,8 +21,11 @@ from rest_framework.throttling import SimpleRateThrottle
 
 
 class RateFromSettings(SimpleRateThrottle):
+    period: int = 1
+
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        return str(rate) if rate is not None else None
 
     def allow_request(self, request, view) -> bool:
         self.rate = self.get_rate()
@@ -31,13 +34,16 @@ class RateFromSettings(SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+        num_requests, duration = self.parse_rate(self.rate)
+        if num_requests is None or duration is None:
+            return True
+        self.num_requests, self.duration, self.period = num_requests, duration, duration
         self.now = self.timer()
-        window = int(self.now // self.duration)
+        window = int(self.now // self.period)
         # The window is part of the key, so a counter never has to be reset:
         # a new window starts a new key, and the old one expires.
-        ends_in = (window + 1) * self.duration - self.now
-        return self._count(f"{key}_{window}", timeout=int(ends_in) + 1) <= self.num_requests
+        ends_in = (window + 1) * self.period - self.now
+        return self._count(f"{key}_{window}", timeout=int(ends_in) + 1) <= num_requests
 
     def _count(self, key: str, timeout: int) -> int:
         """This request's number in its window, counted atomically."""
@@ -50,7 +56,7 @@ class RateFromSettings(SimpleRateThrottle):
 
     def wait(self) -> float:
         """Seconds until the current window ends (Retry-After, rounded up)."""
-        window_end = (int(self.now // self.duration) + 1) * self.duration
+        window_end = (int(self.now // self.period) + 1) * self.period
         return window_end - self.now
 
 

@@ -90,7 +90,7 @@ class ErrorSerializer(serializers.Serializer):
     """The body of every error answer (documentation only)."""
 
     error = serializers.CharField(help_text="What went wrong, as a sentence.")
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]  # the error body's key, not Serializer.fields
         required=False,
         help_text="Field-level errors: field name -> list of messages (or nested fields).",
     )

@@ -134,7 +134,7 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [str(field) for _, options in fieldsets for field in options["fields"]]
 
     @admin.display(description="attempt history")
     def attempt_history(self, task):

@@ -205,10 +205,13 @@ def end_attempt(
             task = same.first()
             if task is None:
                 return None
+            changes: dict[str, Any]
+            kind: str
             if outcome == Outcome.CANCELLED or task.cancel_requested:
                 target, changes, kind = Status.CANCELLED, {"finished_at": now}, Outcome.CANCELLED
             else:
                 kind = outcome
+                spend: dict[str, Any]
                 if outcome == Outcome.LOST:
                     budget = _conf("MAX_LOST_REQUEUES") - task.lost_count
                     spend = {"lost_count": F("lost_count") + 1}

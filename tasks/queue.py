@@ -22,6 +22,7 @@ leave over-limit tasks queued without letting them block the rest.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -151,12 +152,12 @@ def _pick_within_limits(*, queues: Sequence[str], limit: int, now: datetime) -> 
         full_types = [
             name
             for name, t in types.items()
-            if t.concurrency and running.by_type[name] >= t.concurrency
+            if t.concurrency is not None and running.by_type[name] >= t.concurrency
         ]
         full_keys = [
             (name, key)
             for (name, key), n in running.by_key.items()
-            if types.get(name) and types[name].key_concurrency and n >= types[name].key_concurrency
+            if (key_limit := _key_limit(types.get(name))) is not None and n >= key_limit
         ]
         full_owners = (
             [owner for owner, n in running.by_owner.items() if n >= per_user] if per_user else []
@@ -192,6 +193,10 @@ def _pick_within_limits(*, queues: Sequence[str], limit: int, now: datetime) -> 
     return picked
 
 
+def _key_limit(task_type: registry.TaskType | None) -> int | None:
+    return task_type.key_concurrency if task_type is not None else None
+
+
 def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Claimed]:
     """The claim statement: move the `candidates` rows that are still queued
     to in_progress for `cluster`, and return them in claim order.
@@ -207,7 +212,8 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     )
     if connection.features.has_select_for_update_skip_locked:
         select += " FOR UPDATE SKIP LOCKED"
-    column = {name: quote(meta.get_field(name).column) for name in _CLAIM_COLUMNS}
+    fields = {field.name: field for field in meta.concrete_fields}
+    column = {name: quote(fields[name].column) for name in _CLAIM_COLUMNS}
     sets = {
         "status": Status.IN_PROGRESS,
         "claimed_by": cluster,
@@ -223,7 +229,7 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     params: list[Any] = []
     for name, value in sets.items():
         assignments.append(f"{column[name]} = %s")
-        params.append(meta.get_field(name).get_db_prep_save(value, connection))
+        params.append(fields[name].get_db_prep_save(value, connection))
     returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
@@ -234,11 +240,10 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    args_field = meta.get_field("args")
     claimed = []
     for pk, attempt, type_name, args, timeout, owner_id, priority, turn, run_at in rows:
         if isinstance(args, str):  # JSON comes back as text from SQLite and psycopg
-            args = args_field.from_db_value(args, None, connection)
+            args = json.loads(args)
         # Raw run_at values compare correctly on each database (datetimes, or
         # SQLite's ISO text): they only order rows of one result here.
         claimed.append(

@@ -122,7 +122,7 @@ def field_schema(field: serializers.Field) -> dict[str, Any]:
     if isinstance(field, serializers.Serializer):
         schema = serializer_schema(field)
     elif isinstance(field, serializers.ListSerializer):
-        schema = {"type": "array", "items": field_schema(field.child)}
+        schema = {"type": "array", "items": field_schema(field.child)} if field.child else {}
     elif isinstance(field, serializers.ListField):
         schema = {"type": "array", "items": field_schema(field.child)}
         _bounds(schema, field, min_length="minItems", max_length="maxItems")
@@ -130,8 +130,9 @@ def field_schema(field: serializers.Field) -> dict[str, Any]:
         schema = {"enum": list(field.choices)}
     else:
         schema = next((dict(fmt) for cls, fmt in _FORMATS if isinstance(field, cls)), {})
-        if isinstance(field, serializers.DictField) and not isinstance(
-            field.child, serializers._UnvalidatedField
+        # DictField's default child (any value) says nothing worth a schema.
+        if isinstance(field, serializers.DictField) and type(field.child).__name__ != (
+            "_UnvalidatedField"
         ):
             schema["additionalProperties"] = field_schema(field.child)
         if isinstance(field, serializers.CharField):

@@ -78,7 +78,7 @@ def attempts_of(*, task: Task) -> list[TaskAttempt]:
                     if running
                     else TaskAttempt.Outcome.COMPLETED,
                     worker=task.worker,
-                    started_at=task.started_at,
+                    started_at=task.started_at or task.created_at,
                     finished_at=None if running else task.finished_at,
                 )
             )

@@ -104,7 +104,8 @@ def submit_task(
     try:
         validated_args = task_type.validate_args(args)
     except serializers.ValidationError as exc:
-        raise InvalidTask(exc.detail) from exc
+        detail = exc.detail if isinstance(exc.detail, dict) else {"args": exc.detail}
+        raise InvalidTask(detail) from exc
     if json_size(validated_args) > _conf("MAX_ARGS_BYTES"):
         raise InvalidTask({"args": [f"Arguments are larger than {_conf('MAX_ARGS_BYTES')} bytes."]})
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:

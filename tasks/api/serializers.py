@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
@@ -200,7 +201,7 @@ class TaskDetailSerializer(TaskSerializer):
     attempt_log = serializers.SerializerMethodField()
 
     @extend_schema_field(AttemptSerializer(many=True))
-    def get_attempt_log(self, task) -> list:
+    def get_attempt_log(self, task) -> Any:
         attempts = selectors.attempts_of(task=task)
         return AttemptSerializer(attempts, many=True, context=self.context).data
 
