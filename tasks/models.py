@@ -143,17 +143,12 @@ class Task(models.Model):
             models.Index(fields=["owner", "-id"], name="task_owner_id"),
             models.Index(fields=["owner", "status", "-id"], name="task_owner_status_id"),
             models.Index(fields=["owner", "type", "-id"], name="task_owner_type_id"),
-            # The claim reads queued rows in claim order, per queue or across
-            # all; partial, so finished tasks never weigh on it.
+            # The claim reads one queue's queued rows in claim order; partial,
+            # so finished tasks never weigh on it.
             models.Index(
                 fields=["queue", "-priority", "turn", "run_at", "id"],
                 condition=Q(status="queued"),
                 name="task_claim_queue",
-            ),
-            models.Index(
-                fields=["-priority", "turn", "run_at", "id"],
-                condition=Q(status="queued"),
-                name="task_claim_all",
             ),
             # The reaper's scan, and the running counts behind the limits.
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),

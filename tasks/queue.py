@@ -22,6 +22,7 @@ leave over-limit tasks queued without letting them block the rest.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import Counter
@@ -77,17 +78,38 @@ def runnable(*, queues: Sequence[str] = (), now: datetime | None = None) -> Quer
 
 
 def claim(*, cluster: str, limit: int, queues: Sequence[str] = ()) -> list[Claimed]:
-    """Claim up to `limit` runnable tasks for `cluster`, in claim order."""
-    if limit <= 0:
-        return []
+    """Claim up to `limit` runnable tasks for `cluster` from `queues` (all
+    queues of the registered types when empty), in claim order within each
+    queue.
+
+    Queues are claimed from one at a time, starting with a different one on
+    each call so that none starves the others: within one queue the claim
+    reads its partial index in order, where a claim across several would
+    have to sort all their queued rows.
+    """
+    names = list(queues) or registry.queue_names()
+    claimed: list[Claimed] = []
+    start = next(_rotation) % max(len(names), 1)
+    for name in names[start:] + names[:start]:
+        if len(claimed) >= limit:
+            break
+        claimed += _claim_from(name, cluster=cluster, limit=limit - len(claimed))
+    return claimed
+
+
+_rotation = itertools.count()
+
+
+def _claim_from(queue_name: str, *, cluster: str, limit: int) -> list[Claimed]:
     now = timezone.now()
-    if not _limits_may_apply(queues):
-        return _take(runnable(queues=queues, now=now)[:limit], cluster=cluster, now=now)
+    if not _limits_may_apply(queue_name):
+        candidates = runnable(queues=[queue_name], now=now)[:limit]
+        return _take(candidates, cluster=cluster, now=now)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
-        ids = _pick_within_limits(queues=queues, limit=limit, now=now)
+        ids = _pick_within_limits(queue_name=queue_name, limit=limit, now=now)
         if not ids:
             return []
         return _take(Task.objects.filter(pk__in=ids), cluster=cluster, now=now)
@@ -105,10 +127,10 @@ def is_inline() -> bool:
     return bool(settings.Q_CLUSTER.get("sync"))
 
 
-def _limits_may_apply(queues: Sequence[str]) -> bool:
+def _limits_may_apply(queue_name: str) -> bool:
     if settings.TASKS["MAX_RUNNING_PER_USER"]:
         return True
-    return any(t.is_limited and (not queues or t.queue in queues) for t in registry.all_types())
+    return any(t.is_limited and t.queue == queue_name for t in registry.all_types())
 
 
 @dataclass
@@ -136,7 +158,7 @@ class _Running:
         return running
 
 
-def _pick_within_limits(*, queues: Sequence[str], limit: int, now: datetime) -> list[int]:
+def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[int]:
     """Ids of up to `limit` runnable tasks that the limits let start now.
 
     Types, keys and owners that are full are left out of the query itself,
@@ -162,7 +184,7 @@ def _pick_within_limits(*, queues: Sequence[str], limit: int, now: datetime) -> 
         full_owners = (
             [owner for owner, n in running.by_owner.items() if n >= per_user] if per_user else []
         )
-        candidates = runnable(queues=queues, now=now).exclude(pk__in=picked)
+        candidates = runnable(queues=[queue_name], now=now).exclude(pk__in=picked)
         if full_types:
             candidates = candidates.exclude(type__in=full_types)
         if full_owners:

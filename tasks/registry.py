@@ -214,6 +214,11 @@ def all_types() -> list[TaskType]:
     return sorted(_registry.values(), key=lambda t: t.name)
 
 
+def queue_names() -> list[str]:
+    """The queues the registered types use, sorted."""
+    return sorted({t.queue for t in _registry.values()})
+
+
 def unregister(name: str) -> None:
     """Remove a type (for tests that register their own)."""
     _registry.pop(name, None)
