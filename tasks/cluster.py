@@ -191,7 +191,7 @@ class TaskBroker(Broker):
                 claimed.timeout,
                 claimed.owner_id,
             ),
-            "kwargs": {},
+            "kwargs": {"claimed_by": self.name},
             "started": timezone.now(),
             # django-q2 raises its TimeoutException inside the task after this
             # many seconds; the worker turns it into a timed-out attempt.

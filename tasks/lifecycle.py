@@ -60,19 +60,21 @@ def _current(task_id: int, attempt: int):
     return Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS, attempts=attempt)
 
 
-def start_attempt(*, task_id: int, attempt: int, worker: str) -> bool:
+def start_attempt(
+    *, task_id: int, attempt: int, worker: str, claimed_by: str | None = None
+) -> bool:
     """Start a claimed attempt in `worker`. False when the claim is no longer
     this worker's to start: released by the reaper (its lease ran out while
-    its cluster was stopped), cancelled, or started already by a duplicate."""
+    its cluster was stopped) and perhaps claimed again by another cluster
+    (`claimed_by` tells them apart), cancelled, or started already."""
     now = timezone.now()
     lease = now + timedelta(seconds=_conf("LEASE_SECONDS"))
+    claim = _current(task_id, attempt).filter(started_at__isnull=True, lease_expires_at__gt=now)
+    if claimed_by is not None:
+        claim = claim.filter(claimed_by=claimed_by)
     return bool(
         persistently(
-            lambda: (
-                _current(task_id, attempt)
-                .filter(started_at__isnull=True, lease_expires_at__gt=now)
-                .update(started_at=now, worker=worker, lease_expires_at=lease, error=None)
-            ),
+            lambda: claim.update(started_at=now, worker=worker, lease_expires_at=lease, error=None),
             what=f"task {task_id}: start",
         )
     )

@@ -110,12 +110,21 @@ def disarm_timeout() -> None:
 
 
 def run_task(
-    task_id: int, attempt: int, type_name: str, args: dict[str, Any], timeout: int, owner_id: int
+    task_id: int,
+    attempt: int,
+    type_name: str,
+    args: dict[str, Any],
+    timeout: int,
+    owner_id: int,
+    claimed_by: str | None = None,
 ) -> str:
-    """Run one claimed attempt. Safe to call twice with the same arguments:
-    only one call can start it."""
+    """Run one attempt that `claimed_by` (a cluster) claimed. Safe to call
+    twice with the same arguments: only one call can start it."""
     name = worker_name()
-    if not lifecycle.start_attempt(task_id=task_id, attempt=attempt, worker=name):
+    started = lifecycle.start_attempt(
+        task_id=task_id, attempt=attempt, worker=name, claimed_by=claimed_by
+    )
+    if not started:
         logger.info("task %s: attempt %s no longer ours to start; skipped", task_id, attempt)
         return "skipped"
     logger.info("task %s: attempt %s started by %s (%s)", task_id, attempt, name, type_name)
@@ -174,9 +183,16 @@ def run_task(
 def run_now(task_id: int) -> str | None:
     """Claim and run one task in this process, if it is runnable now (inline
     mode, Q_SYNC: tests and debugging; limits are not applied)."""
-    claimed = queue.claim_one(task_id=task_id, cluster=f"inline:{worker_name()}")
+    cluster = f"inline:{worker_name()}"
+    claimed = queue.claim_one(task_id=task_id, cluster=cluster)
     if claimed is None:
         return None
     return run_task(
-        claimed.id, claimed.attempt, claimed.type, claimed.args, claimed.timeout, claimed.owner_id
+        claimed.id,
+        claimed.attempt,
+        claimed.type,
+        claimed.args,
+        claimed.timeout,
+        claimed.owner_id,
+        claimed_by=cluster,
     )
