@@ -28,7 +28,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from django_q.brokers import Broker
 from django_q.conf import Conf
@@ -228,4 +228,19 @@ def _on_worker_spawn(sender: Any, proc_name: str, **kwargs: Any) -> None:
     # process: a web server or the test run must not grow a keeper thread.
     if queue.is_inline():
         return
+    _skip_connection_checks()
     worker.lease_keeper()
+
+
+def _skip_connection_checks() -> None:
+    """Stop pinging the database before each task in this worker process.
+
+    django-q2 calls close_old_connections() before every task, and with
+    CONN_HEALTH_CHECKS each call costs a round trip on the next query. A
+    worker's writes retry on a new connection after a connection error
+    instead (`lifecycle.persistently`).
+    """
+    for alias in connections:
+        connections.settings[alias]["CONN_HEALTH_CHECKS"] = False
+    for conn in connections.all(initialized_only=True):
+        conn.health_check_enabled = False  # type: ignore[attr-defined]  # set per connection by Django
