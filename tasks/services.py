@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Subquery, Value
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -159,18 +159,13 @@ def submit_task(
     )
     try:
         with transaction.atomic():
-            _lock_owner(owner)
+            at_cap, task.turn = _lock_owner(owner, queue_name=task.queue)
             if unique_key:
                 twin = _unfinished_twin(task)
                 if twin is not None:
                     return Submitted(task=twin, created=False, deduplicated=True)
-            limit = _conf("MAX_UNFINISHED_PER_USER")
-            if limit and _has_unfinished(owner, limit):
-                raise TooManyTasks(
-                    f"You already have {limit} unfinished tasks; wait for some to finish.",
-                    limit=limit,
-                )
-            task.turn = _next_turn(owner=owner, queue_name=task.queue)
+            if at_cap:
+                raise _too_many()
             task.save(force_insert=True)
             queue.announce_work(task.queue)
     except IntegrityError:
@@ -187,20 +182,46 @@ def submit_task(
     return Submitted(task=task, created=True)
 
 
-def _lock_owner(owner) -> None:
-    """Make the owner's submits take turns until this transaction ends, so
-    the cap and unique keys are checked against every earlier submit.
+def _lock_owner(owner, *, queue_name: str) -> tuple[bool, int]:
+    """Make the owner's submits take turns until this transaction ends, and
+    read what they decide on, in one round trip: whether the owner is at the
+    cap on unfinished tasks, and a new task's turn in `queue_name`.
+
     PostgreSQL locks the user's row (NO KEY: other rows may still refer to
-    it); SQLite's write transactions take turns already."""
-    users = get_user_model().objects.select_for_update(no_key=True)
-    list(users.filter(pk=owner.pk).values_list("pk", flat=True))
+    it), so every check sees all earlier submits of the owner; SQLite's write
+    transactions take turns already.
+
+    The turn (fairness): the turn being served in the queue now, or, behind
+    the owner's own queued backlog, the turn after its last. Each read is a
+    few entries of an index, never a count of a backlog.
+    """
+    queued = Task.objects.filter(status=Status.QUEUED)
+    head = queued.filter(queue=queue_name).order_by("-priority", "turn", "run_at", "id")
+    last = queued.filter(owner=OuterRef("pk")).order_by("-id")
+    cap = _conf("MAX_UNFINISHED_PER_USER")
+    unfinished = Task.objects.filter(owner=OuterRef("pk"), status__in=UNFINISHED)
+    at_cap = Exists(unfinished[cap - 1 : cap]) if cap else Value(False)
+    row = (
+        get_user_model()
+        .objects.select_for_update(no_key=True)
+        .filter(pk=owner.pk)
+        .annotate(
+            head=Subquery(head.values("turn")[:1]),
+            last=Subquery(last.values("turn")[:1]),
+            at_cap=at_cap,
+        )
+        .values_list("at_cap", "head", "last")
+        .get()
+    )
+    full, head_turn, last_turn = row
+    return bool(full), max(head_turn or 0, -1 if last_turn is None else last_turn + 1)
 
 
-def _has_unfinished(owner, count: int) -> bool:
-    """Whether `owner` has at least `count` unfinished tasks (reads at most
-    that many index entries, never a whole backlog)."""
-    tasks = Task.objects.filter(owner=owner, status__in=UNFINISHED).order_by()
-    return tasks.values_list("pk", flat=True)[count - 1 : count].exists()
+def _too_many() -> TooManyTasks:
+    limit = _conf("MAX_UNFINISHED_PER_USER")
+    return TooManyTasks(
+        f"You already have {limit} unfinished tasks; wait for some to finish.", limit=limit
+    )
 
 
 def _unfinished_twin(task: Task) -> Task | None:
@@ -210,20 +231,6 @@ def _unfinished_twin(task: Task) -> Task | None:
         unique_key=task.unique_key,
         status__in=UNFINISHED,
     ).first()
-
-
-def _next_turn(*, owner, queue_name: str) -> int:
-    """The new task's turn (fairness): the turn being served in its queue
-    now, or, behind the owner's own queued backlog, the turn after its last."""
-    queued = Task.objects.filter(status=Status.QUEUED)
-    head = (
-        queued.filter(queue=queue_name)
-        .order_by("-priority", "turn", "run_at", "id")
-        .values_list("turn", flat=True)
-        .first()
-    )
-    last = queued.filter(owner=owner).order_by("-id").values_list("turn", flat=True).first()
-    return max(head or 0, -1 if last is None else last + 1)
 
 
 def _run_inline_on_commit(task: Task) -> None:
@@ -284,6 +291,9 @@ def retry_task(*, task: Task) -> Task:
     now = timezone.now()
     try:
         with transaction.atomic():
+            at_cap, turn = _lock_owner(task.owner, queue_name=task.queue)
+            if at_cap:
+                raise _too_many()
             moved = Task.objects.filter(
                 pk=task.pk, status__in=[Status.FAILED, Status.CANCELLED]
             ).transition(
@@ -292,7 +302,7 @@ def retry_task(*, task: Task) -> Task:
                 lost_count=0,
                 cancel_requested=False,
                 run_at=now,
-                turn=_next_turn(owner=task.owner, queue_name=task.queue),
+                turn=turn,
                 claimed_by="",
                 finished_at=None,
                 lease_expires_at=None,
