@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from tasks import services
+from tasks import lifecycle, queue, services
 from tasks.models import Status, Task
 
 
@@ -32,11 +32,36 @@ def queued(owner, type_name: str = "wordcount") -> Task:
     return task
 
 
-def in_progress(owner, worker: str = "host:1") -> Task:
-    task = queued(owner)
-    claimed = services.claim_task(task_id=task.pk, attempt=1, worker=worker)
-    assert claimed is not None and claimed.status == Status.IN_PROGRESS
+def claim(task: Task, cluster: str = "cluster-1") -> queue.Claimed:
+    """Claim `task` for `cluster` as a broker would, making it due first."""
+    Task.objects.filter(pk=task.pk, run_at__gt=timezone.now()).update(run_at=timezone.now())
+    claimed = queue.claim_one(task_id=task.pk, cluster=cluster)
+    assert claimed is not None, f"task {task.pk} is not runnable"
+    task.refresh_from_db()
     return claimed
+
+
+def start(task: Task, worker: str = "host:1") -> Task:
+    """Claim `task` and start its attempt in `worker`, as run_task does."""
+    claimed = claim(task)
+    assert lifecycle.start_attempt(task_id=task.pk, attempt=claimed.attempt, worker=worker)
+    task.refresh_from_db()
+    return task
+
+
+def claimed(owner, cluster: str = "cluster-1") -> Task:
+    """A task claimed by a cluster that no worker has started yet."""
+    task = queued(owner)
+    claim(task, cluster)
+    assert task.status == Status.IN_PROGRESS and task.started_at is None
+    return task
+
+
+def in_progress(owner, worker: str = "host:1") -> Task:
+    """A task whose attempt 1 runs in `worker` (nothing will end it)."""
+    task = start(queued(owner), worker)
+    assert task.status == Status.IN_PROGRESS and task.worker == worker
+    return task
 
 
 def cancelled(owner) -> Task:

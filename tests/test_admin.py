@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from tasks import worker
 from tasks.models import Status, Task, TaskAttempt
 
 from . import tasks_in_states
@@ -139,9 +140,7 @@ def test_an_unfinished_task_cannot_be_deleted(admin_client, owner, run_jobs):
 
 
 def test_the_workers_page_says_who_is_alive(admin_client):
-    from tasks import services
-
-    services.record_heartbeat(name="host:7", host="host", pid=7)
+    worker.record_heartbeat(name="host:7", host="host", pid=7)
 
     response = admin_client.get("/admin/tasks/workerheartbeat/")
 

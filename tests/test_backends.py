@@ -1,12 +1,13 @@
-"""The same code on both setups: DATABASE_URL and Q_REDIS_URL are all that change."""
+"""The same code on both setups: DATABASE_URL and CACHE_URL are all that change."""
 
 import os
 import threading
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
-from tasks import queue, selectors
+from tasks import selectors
 from tasks.models import Task
 
 
@@ -17,27 +18,11 @@ def test_the_database_comes_from_database_url():
     assert connection.vendor == expected
 
 
-def test_the_broker_comes_from_q_redis_url():
-    expected = "redis" if os.environ.get("Q_REDIS_URL") else "orm"
+def test_the_cache_comes_from_cache_url():
+    url = os.environ.get("CACHE_URL", "locmemcache://")
+    expected = "redis" if url.startswith(("redis:", "rediss:")) else "locmem"
 
-    assert queue.broker_name() == expected
-
-
-@pytest.mark.django_db
-def test_queue_depth_counts_messages_waiting_in_the_configured_broker(monkeypatch):
-    # The suite runs jobs inline; this test needs a message to stay in the broker.
-    monkeypatch.setattr("django_q.conf.Conf.SYNC", False)
-    queue._broker().purge_queue()
-    before = queue.queue_depth()
-    try:
-        for attempt in (1, 2):
-            queue.enqueue(task_id=10**9, attempt=attempt, timeout=5, name=f"depth-{attempt}")
-
-        assert before == 0
-        assert queue.queue_depth() == 2
-    finally:
-        queue._broker().purge_queue()
-    assert queue.queue_depth() == 0
+    assert expected in settings.CACHES["default"]["BACKEND"].lower()
 
 
 @pytest.mark.django_db
@@ -62,5 +47,6 @@ def test_running_a_task_inline_starts_no_housekeeping_thread(api, run_jobs):
 
     assert response.status_code == 202
     assert Task.objects.get(pk=response.json()["task_id"]).status == "completed"
-    # Not in this test, nor left behind by an earlier one in this process.
-    assert "task-maintenance" not in {t.name for t in threading.enumerate()}
+    # Not in this test, nor left behind by an earlier one in this process:
+    # only a cluster's worker processes keep leases alive.
+    assert "task-lease" not in {t.name for t in threading.enumerate()}

@@ -5,7 +5,7 @@ from django.db import OperationalError, connections
 from django.test import Client
 from django.utils import timezone
 
-from tasks import services
+from tasks import services, worker
 from tasks.models import WorkerHeartbeat
 
 from . import tasks_in_states
@@ -14,18 +14,20 @@ pytestmark = pytest.mark.django_db
 
 
 def beat(name="host:1", seconds_ago=0.0):
-    services.record_heartbeat(name=name, host="host", pid=1)
+    worker.record_heartbeat(name=name, host="host", pid=1)
     WorkerHeartbeat.objects.filter(name=name).update(
         last_seen=timezone.now() - timedelta(seconds=seconds_ago)
     )
 
 
-def test_it_is_healthy_with_a_database_and_a_live_worker(owner, settings):
+def test_it_is_healthy_with_a_database_and_a_live_worker(owner):
     beat("host:1")
     beat("host:2", seconds_ago=5)
     tasks_in_states.queued(owner)
     tasks_in_states.queued(owner)
     tasks_in_states.in_progress(owner)
+    # Due now, but not run: jobs run inline only in tests that capture commits.
+    services.submit_task(owner=owner, type_name="test.reports")
 
     response = Client().get("/health")
 
@@ -36,9 +38,12 @@ def test_it_is_healthy_with_a_database_and_a_live_worker(owner, settings):
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["workers"]["ok"] is True
     assert body["checks"]["workers"]["alive"] == 2
-    assert body["tasks"] == {"queued": 2, "in_progress": 1}
-    assert body["queue"]["broker"] == ("redis" if settings.Q_REDIS_URL else "orm")
-    assert isinstance(body["queue"]["depth"], int)
+    assert body["tasks"] == {"queued": 3, "in_progress": 1}
+    # Queued tasks per queue: due now, or waiting for a later run_at.
+    assert body["queues"] == {
+        "default": {"runnable": 0, "delayed": 2},
+        "reports": {"runnable": 1, "delayed": 0},
+    }
     assert WorkerHeartbeat.objects.count() == 2
 
 
@@ -83,7 +88,7 @@ def test_it_is_unavailable_when_the_database_does_not_answer(monkeypatch):
     )
     assert body["checks"]["database"] == {"ok": False}
     assert body["tasks"] is None
-    assert body["queue"]["depth"] is None
+    assert body["queues"] is None
     assert WorkerHeartbeat.objects.count() == 1
 
 

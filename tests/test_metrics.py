@@ -5,7 +5,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from tasks import metrics, services
+from tasks import metrics, services, worker
 from tasks.models import Task
 
 from . import tasks_in_states
@@ -49,7 +49,7 @@ def test_it_counts_tasks_by_status_and_type(owner, outsider, run_jobs, staff_api
     tasks_in_states.failed(owner, run_jobs)
     tasks_in_states.queued(owner)
     tasks_in_states.in_progress(outsider)
-    services.record_heartbeat(name="host:1", host="host", pid=1)
+    worker.record_heartbeat(name="host:1", host="host", pid=1)
 
     families = scrape(staff_api)
 
@@ -63,9 +63,26 @@ def test_it_counts_tasks_by_status_and_type(owner, outsider, run_jobs, staff_api
     assert sum(s.value for s in tasks) == Task.objects.count() == 5
     workers = families["task_runner_workers_alive"]
     assert value(workers, "task_runner_workers_alive") == 1
+    assert "task_runner_broker_reachable" not in families
+
+
+def test_queue_depth_counts_runnable_and_delayed_tasks_per_queue(owner, staff_api):
+    tasks_in_states.queued(owner)
+    tasks_in_states.queued(owner)
+    tasks_in_states.in_progress(owner)
+    # Due at once; nothing runs it, as commits are not captured here.
+    services.submit_task(owner=owner, type_name="test.reports")
+
+    families = scrape(staff_api)
+
     depth = families["task_runner_queue_depth"]
-    assert value(depth, "task_runner_queue_depth") >= 0
-    assert value(families["task_runner_broker_reachable"], "task_runner_broker_reachable") == 1
+    name = "task_runner_queue_depth"
+    assert value(depth, name, queue="default", state="runnable") == 0
+    assert value(depth, name, queue="default", state="delayed") == 2
+    assert value(depth, name, queue="reports", state="runnable") == 1
+    assert value(depth, name, queue="reports", state="delayed") == 0
+    assert len(depth) == 4
+    assert Task.objects.filter(status="queued", queue="reports").count() == 1
 
 
 def test_the_duration_histogram_covers_tasks_finished_in_the_window(

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 
-from tasks import services
+from tasks import maintenance, services
 from tasks.models import Status, Task, TaskAttempt
 
 from . import tasks_in_states
@@ -123,7 +123,7 @@ def test_it_rejects_a_bad_batch_size(history):
 
 def test_the_service_refuses_unfinished_states(history):
     with pytest.raises(ValueError, match="Only finished tasks can be purged, not queued"):
-        services.purge_tasks(older_than=timedelta(seconds=1), statuses=["queued", "failed"])
+        maintenance.purge_tasks(older_than=timedelta(seconds=1), statuses=["queued", "failed"])
 
     assert len(remaining()) == 6
 
