@@ -1,20 +1,27 @@
 """Plumbing shared by the benchmark scripts.
 
-Each script measures one backend per process (Django's settings are global):
-`run_backends` re-runs the script once per requested backend with `--child`
-and collects the JSON each child prints last. A child gets a database of its
-own (a fresh SQLite file, or a fresh PostgreSQL database it drops at the
-end), a cluster name of its own (so its Redis list is its own), migrates it,
-and may start real gunicorn/qcluster processes through the e2e harness.
+Each script measures one database per process (Django's settings are
+global): `run_backends` re-runs the script once per requested backend with
+`--child` and collects the JSON each child prints last. A child gets a
+database of its own (a fresh SQLite file, or a fresh PostgreSQL database it
+drops at the end), migrates it, and starts real gunicorn / `manage.py
+qcluster` processes (`Stack`) where it needs them.
+
+Two kinds of cluster run on that database: the project's (`bench.settings`,
+the project's settings: tasks.cluster.TaskBroker claims task rows) and stock
+django-q2's (`bench.stock_settings`: django-q2's own ORM broker and nothing
+of the project), the raw baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,13 +32,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = {
-    "sqlite": "SQLite + ORM broker",
-    "pg": "PostgreSQL + Redis",
-}
+BACKENDS = {"sqlite": "SQLite", "pg": "PostgreSQL"}
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
 PASSWORD = "bench-password-123"
+PROJECT_SETTINGS = "bench.settings"
+STOCK_SETTINGS = "bench.stock_settings"
+# The raw baseline's function: a plain no-op that imports nothing of the project.
+RAW_NOOP = "bench.raw.noop"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -40,17 +47,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--backend",
         choices=[*BACKENDS, "both"],
         default="both",
-        help="sqlite (SQLite + ORM broker), pg (PostgreSQL + Redis), or both (default).",
+        help="sqlite, pg (PostgreSQL), or both (default), one after the other.",
     )
     p.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
-        help="A PostgreSQL server to create the bench database on (any database on it).",
-    )
-    p.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
-        help="Redis for the django-q2 broker in pg mode.",
+        help="A PostgreSQL server to create the bench database on (any database on it); "
+        "the bench database is dropped at the end.",
     )
     p.add_argument(
         "--pg-async-commit",
@@ -88,8 +91,15 @@ def module_of(script: str) -> str:
     return script
 
 
+def pg_admin(server_url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
 class Backend:
-    """A fresh database (and broker namespace) for one child run."""
+    """A fresh database for one child run, migrated, with Django set up on it."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path, **env: str) -> None:
         self.name = args.backend
@@ -98,27 +108,34 @@ class Backend:
         self.pg_url = args.pg_url
         if self.name == "pg":
             self.pg_database = "bench_" + uuid.uuid4().hex[:12]
-            self._pg_admin(f'CREATE DATABASE "{self.pg_database}"')
+            pg_admin(self.pg_url, f'CREATE DATABASE "{self.pg_database}"')
             if args.pg_async_commit:
-                self._pg_admin(f'ALTER DATABASE "{self.pg_database}" SET synchronous_commit = off')
-            base = self.pg_url.rsplit("/", 1)[0]
-            database_url, redis_url = f"{base}/{self.pg_database}", args.redis_url
+                pg_admin(
+                    self.pg_url, f'ALTER DATABASE "{self.pg_database}" SET synchronous_commit = off'
+                )
+            database_url = f"{self.pg_url.rsplit('/', 1)[0]}/{self.pg_database}"
         else:
-            database_url, redis_url = f"sqlite:///{workdir / 'bench.sqlite3'}", ""
+            database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
         self.env = {
             "DEBUG": "False",
             "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
             "DATABASE_URL": database_url,
-            "Q_REDIS_URL": redis_url,
             "Q_CLUSTER_NAME": "bench-" + uuid.uuid4().hex[:8],
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DJANGO_SETTINGS_MODULE": PROJECT_SETTINGS,
             "EXTRA_APPS": "",
+            # A benchmark measures the database, never a cache it might share.
+            "CACHE_URL": "locmemcache://",
             "LOG_LEVEL": "WARNING",
-            # The harness tunes these for tests; benchmarks run the defaults.
+            # The project's defaults, spelled out: a developer's .env must not
+            # change what a benchmark measures.
             "TASK_HEARTBEAT_SECONDS": "1",
             "TASK_LEASE_SECONDS": "10",
             "TASK_MAINTENANCE_SECONDS": "1",
-            "TASK_REQUEUE_AFTER_SECONDS": "30",
+            "TASK_MAX_RUNNING_PER_USER": "0",
+            "TASK_MAX_UNFINISHED_PER_USER": "1000",
+            "Q_POLL": "0.05",
+            "Q_QUEUES": "",
+            "BENCH_LIMITED_CONCURRENCY": "",
             **env,
         }
         os.environ.update(self.env)
@@ -129,12 +146,6 @@ class Backend:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-
-    def _pg_admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            conn.execute(statement)
 
     def users(self, prefix: str, count: int) -> list:
         from django.contrib.auth import get_user_model
@@ -148,35 +159,22 @@ class Backend:
         return list(User.objects.filter(username__startswith=prefix).order_by("id"))
 
     def stock_broker(self):
-        """django-q2's own broker for this backend, as a plain user of it has:
-        the raw baseline's. (The project replaces the ORM broker.)"""
-        from django_q.brokers import get_broker
+        """Stock django-q2's ORM broker on this database, as a plain user of
+        django-q2 has it: what the raw baseline sends through."""
         from django_q.brokers.orm import ORM
         from django_q.conf import Conf
 
-        return ORM(list_key=Conf.CLUSTER_NAME) if Conf.ORM else get_broker()
+        return ORM(list_key=Conf.CLUSTER_NAME)
 
-    def stack(self, env: dict[str, str] | None = None, **kwargs):
-        from tests.e2e.harness import Stack
-
-        return Stack(
-            self.workdir,
-            env={**self.env, **(env or {})},
-            database_url=self.env["DATABASE_URL"],
-            **kwargs,
-        )
+    def stack(self, env: dict[str, str] | None = None, **kwargs) -> Stack:
+        return Stack(self.workdir, {**self.env, **(env or {})}, **kwargs)
 
     def close(self) -> None:
         from django.db import connections
 
-        if self.env["Q_REDIS_URL"]:
-            from tasks import queue
-
-            # Messages nobody drained (the submit benchmark runs no cluster).
-            queue._broker().delete_queue()
         connections.close_all()
         if self.pg_database:
-            self._pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+            pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
 
 def child(args: argparse.Namespace, body: Callable[[Backend], dict], **env: str) -> None:
@@ -192,6 +190,195 @@ def child(args: argparse.Namespace, body: Callable[[Backend], dict], **env: str)
     print(json.dumps(result))
 
 
+def submit_many(owners: list, count: int, type_name: str = "bench.noop", args=None) -> list[int]:
+    """`count` tasks through `services.submit_task`, the owners taking turns
+    (so that none reaches the per-user cap on unfinished tasks)."""
+    from tasks import services
+
+    return [
+        services.submit_task(owner=owners[i % len(owners)], type_name=type_name, args=args).task.pk
+        for i in range(count)
+    ]
+
+
+def owners_for(tasks: int) -> int:
+    """Owners enough to queue `tasks` tasks below the per-user cap."""
+    from django.conf import settings
+
+    cap = settings.TASKS["MAX_UNFINISHED_PER_USER"] or tasks + 1
+    return max(1, math.ceil(tasks / max(cap - 1, 1)))
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cluster:
+    """One `manage.py qcluster`, in a process group of its own."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, log: Path) -> None:
+        self.name = name
+        self.proc = proc
+        self.log = log
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean stop: SIGTERM to the main process only (django-q2 stops its
+        workers itself; a signal to the whole group can hang it)."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """What a crash looks like: SIGKILL to every process of the cluster."""
+        if self.running():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP to every process of the cluster: a frozen host."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def pids(self) -> set[int]:
+        """The process ids of the cluster's process group (Linux /proc)."""
+        pids = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:  # the process group
+                pids.add(int(stat.parent.name))
+        return pids
+
+
+class Stack:
+    """Real processes on one database: a gunicorn web server and any number
+    of clusters, each started with `env` (plus its own additions), their
+    output in `workdir`/logs."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        web_workers: int = 2,
+        web_threads: int = 4,
+        worker_class: str = "gthread",
+    ) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
+        if worker_class == "gthread":
+            self.web_args += ["--threads", str(web_threads)]
+        self.logs = workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.web: subprocess.Popen | None = None
+        self.clusters: list[Cluster] = []
+        self._logs: list[Path] = []
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None):
+        log = self.logs / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._logs.append(log)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return proc, log
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode:
+            raise SystemExit(f"manage.py {args[0]} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def start_web(self) -> None:
+        import requests
+
+        self.web, log = self._spawn(
+            "web",
+            [
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                *self.web_args,
+            ],
+        )
+
+        def up() -> bool:
+            if self.web.poll() is not None:
+                raise SystemExit("the web server exited:\n" + log.read_text()[-5000:])
+            try:
+                requests.get(self.base + "/login", timeout=5)
+                return True
+            except (requests.ConnectionError, requests.Timeout):
+                return False
+
+        wait_until(up, 120, "the web server", 0.1)
+
+    def start_cluster(self, env: dict[str, str] | None = None, name: str = "") -> Cluster:
+        """Start a qcluster; `env` may name another settings module (the stock one)."""
+        name = name or f"cluster-{len(self.clusters) + 1}"
+        proc, log = self._spawn(name, ["manage.py", "qcluster"], env)
+        cluster = Cluster(name, proc, log)
+        self.clusters.append(cluster)
+        return cluster
+
+    def stop_clusters(self) -> None:
+        for cluster in self.clusters:
+            cluster.stop()
+
+    def stop(self) -> None:
+        for cluster in self.clusters:
+            try:
+                cluster.resume()  # a paused cluster cannot stop
+            except ProcessLookupError:
+                pass
+            cluster.stop()
+        if self.web and self.web.poll() is None:
+            self.web.send_signal(signal.SIGTERM)
+            try:
+                self.web.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.web.pid, signal.SIGKILL)
+                self.web.wait(10)
+
+    def all_logs(self) -> str:
+        """The output of this stack's processes."""
+        return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
+
+
+# --- figures -------------------------------------------------------------------------
+
+
 def percentile(values: Iterable[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -199,6 +386,12 @@ def percentile(values: Iterable[float], pct: float) -> float:
     if len(ordered) == 1:
         return ordered[0]
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(pct) - 1]
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    if not denominator or numerator != numerator or denominator != denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}"
 
 
 def table(headers: list[str], rows: list[list]) -> str:
