@@ -159,7 +159,7 @@ def submit_task(
     )
     try:
         with transaction.atomic():
-            at_cap, task.turn = _lock_owner(owner, queue_name=task.queue)
+            at_cap, task.turn = _lock_owner(owner, queue_name=task.queue, priority=priority)
             if unique_key:
                 twin = _unfinished_twin(task)
                 if twin is not None:
@@ -182,7 +182,7 @@ def submit_task(
     return Submitted(task=task, created=True)
 
 
-def _lock_owner(owner, *, queue_name: str) -> tuple[bool, int]:
+def _lock_owner(owner, *, queue_name: str, priority: int) -> tuple[bool, int]:
     """Make the owner's submits take turns until this transaction ends, and
     read what they decide on, in one round trip: whether the owner is at the
     cap on unfinished tasks, and a new task's turn in `queue_name`.
@@ -191,12 +191,13 @@ def _lock_owner(owner, *, queue_name: str) -> tuple[bool, int]:
     it), so every check sees all earlier submits of the owner; SQLite's write
     transactions take turns already.
 
-    The turn (fairness): the turn being served in the queue now, or, behind
-    the owner's own queued backlog, the turn after its last. Each read is a
-    few entries of an index, never a count of a backlog.
+    The turn (fairness): the turn being served in the queue at the task's
+    priority now (turns only order tasks of equal priority), or, behind the
+    owner's own queued backlog, the turn after its last. Each read is a few
+    entries of an index, never a count of a backlog.
     """
     queued = Task.objects.filter(status=Status.QUEUED)
-    head = queued.filter(queue=queue_name).order_by("-priority", "turn", "run_at", "id")
+    head = queued.filter(queue=queue_name, priority=priority).order_by("turn", "run_at", "id")
     last = queued.filter(owner=OuterRef("pk")).order_by("-id")
     cap = _conf("MAX_UNFINISHED_PER_USER")
     unfinished = Task.objects.filter(owner=OuterRef("pk"), status__in=UNFINISHED)
@@ -291,7 +292,7 @@ def retry_task(*, task: Task) -> Task:
     now = timezone.now()
     try:
         with transaction.atomic():
-            at_cap, turn = _lock_owner(task.owner, queue_name=task.queue)
+            at_cap, turn = _lock_owner(task.owner, queue_name=task.queue, priority=task.priority)
             if at_cap:
                 raise _too_many()
             moved = Task.objects.filter(
