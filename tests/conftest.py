@@ -1,6 +1,10 @@
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -78,6 +82,41 @@ def run_jobs(django_capture_on_commit_callbacks):
             return fn(*args, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def task_settings(settings):
+    """Change TASKS settings for one test: task_settings(LEASE_SECONDS=1)."""
+
+    def change(**values):
+        settings.TASKS = {**settings.TASKS, **values}
+
+    return change
+
+
+@pytest.fixture
+def queue_only(settings):
+    """Submits stay queued, as in production, even where commits really
+    happen (transactional tests): nothing runs them inline. A test that
+    calls worker.run_task itself must not use this: outside inline mode a
+    worker starts its lease keeper thread."""
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+
+
+def race(*calls):
+    """Run the calls at once, each in a thread of its own with its own
+    database connection; return their results in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
 
 
 def pytest_collection_modifyitems(config, items):
