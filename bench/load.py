@@ -44,7 +44,7 @@ def measure(backend: common.Backend, args) -> dict:
     stack.start_web()
     stack.start_cluster()
     try:
-        tokens = client.login(stack.base, [u.username for u in users])
+        tokens = client.tokens(users)
         result = client.run(
             stack.base,
             tokens,

@@ -1,6 +1,7 @@
 """The submit baseline: the least a DRF endpoint with the same JWT
 authentication can do to record a task, one INSERT of a task row, with no
-validation, no per-user cap and no message to the broker."""
+validation, no owner's lock, no per-user cap, no fairness turn and no
+wake-up for the clusters."""
 
 from django.utils import timezone
 from rest_framework import status
