@@ -1,6 +1,7 @@
 """Drain throughput against Celery: N no-op tasks through Celery on Redis
-versus N no-op tasks through the project's worker path on PostgreSQL +
-Redis, the same number of worker processes, one after the other in one run.
+versus N no-op tasks through the project on PostgreSQL (the task table is
+its queue; no Redis), the same number of worker processes, one after the
+other in one run.
 
 Each side is filled while no worker runs, then its workers start and drain
 it; throughput counts from the first task's completion to the last one's,
@@ -11,7 +12,8 @@ message acknowledged just before its task runs. It stores each result in
 its Redis result backend, because that is how one learns a Celery task's
 result, which the project keeps in its task row; the completion time is the
 `date_done` Celery stores with the result. The project's side is
-`bench.drain`'s project mode: completion is `finished_at` in its rows.
+`bench.drain`'s project mode: tasks submitted with `services.submit_task`,
+drained by `manage.py qcluster`; completion is `finished_at` in its rows.
 
     python -m bench.celery_drain                 # 2,000 tasks, 2 workers
     python -m bench.celery_drain --tasks 300 --workers 4
@@ -30,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import common
-from bench.drain import drain
+from bench.drain import add_cluster_arguments, alternate, cluster_settings, drain
 
 # Keys per EXISTS/MGET command, so a large run never sends one huge command.
 CHUNK = 5000
@@ -40,9 +42,12 @@ def celery_drain(workdir: Path, redis_url: str, tasks: int, workers: int) -> dic
     import redis
 
     # A key prefix of this run's own: everything Celery writes lives under it.
-    prefix = f"bench-celery-{uuid.uuid4().hex[:8]}:"
+    # Set once per process: the app reads it when first imported, and every
+    # round's worker must use the same.
+    prefix = os.environ.setdefault(
+        "BENCH_CELERY_KEY_PREFIX", f"bench-celery-{uuid.uuid4().hex[:8]}:"
+    )
     os.environ["BENCH_CELERY_REDIS_URL"] = redis_url
-    os.environ["BENCH_CELERY_KEY_PREFIX"] = prefix
     from bench.celery_app import app, noop  # reads the two variables above
 
     client = redis.Redis.from_url(redis_url)
@@ -133,29 +138,42 @@ def _batches(items, size: int):
 
 def run(args) -> None:
     def body(backend: common.Backend) -> dict:
-        return {
-            "celery": celery_drain(backend.workdir, args.redis_url, args.tasks, args.workers),
-            "project": drain(backend, "project", args.tasks, args.workers),
-        }
+        return alternate(
+            args.rounds,
+            {
+                "celery": lambda: celery_drain(
+                    backend.workdir, args.redis_url, args.tasks, args.workers
+                ),
+                "project": lambda: drain(backend, "project", args.tasks),
+            },
+        )
 
     # The same cluster settings as bench.drain.
-    common.child(args, body, Q_WORKERS=str(args.workers), Q_SAVE_LIMIT="0")
+    common.child(args, body, **cluster_settings(args))
 
 
 def main(argv: list[str]) -> None:
     p = common.parser(__doc__.split("\n\n")[0])
     p.set_defaults(backend="pg")
-    p.add_argument("--tasks", type=int, default=2000)
-    p.add_argument("--workers", type=int, default=2)
+    add_cluster_arguments(p)
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5"),
+        help="Celery's broker and result backend (only keys under a prefix of the run's "
+        "own are written, and deleted at the end).",
+    )
     args = p.parse_args(argv[1:])
     if args.backend != "pg":
-        p.error("the comparison with Celery runs on PostgreSQL + Redis only (--backend pg)")
+        p.error("the comparison with Celery runs on PostgreSQL only (--backend pg)")
     if args.child:
         run(args)
         return
     r = common.run_backends(args, argv)["pg"]
     celery, project = r["celery"], r["project"]
-    print(f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion\n")
+    print(
+        f"\nDrain throughput: {args.tasks} no-op tasks, first to last completion, "
+        f"best of {args.rounds} alternating rounds each\n"
+    )
     print(
         common.table(
             [
@@ -163,8 +181,8 @@ def main(argv: list[str]) -> None:
                 "workers",
                 "tasks",
                 "Celery (Redis, prefork) /s",
-                "project (PostgreSQL + Redis) /s",
-                "ratio project/Celery (target > 1)",
+                "project (PostgreSQL) /s",
+                "ratio project/Celery (target >= 1.2)",
             ],
             [
                 [
@@ -173,7 +191,7 @@ def main(argv: list[str]) -> None:
                     args.tasks,
                     celery["tasks_per_s"],
                     project["tasks_per_s"],
-                    f"{project['tasks_per_s'] / celery['tasks_per_s']:.2f}",
+                    common.ratio(project["tasks_per_s"], celery["tasks_per_s"]),
                 ]
             ],
         )
