@@ -183,13 +183,15 @@ def submit_task(
 
 
 def _lock_owner(owner, *, queue_name: str, priority: int) -> tuple[bool, int]:
-    """Make the owner's submits take turns until this transaction ends, and
-    read what they decide on, in one round trip: whether the owner is at the
-    cap on unfinished tasks, and a new task's turn in `queue_name`.
+    """Make the owner's submits take turns until this transaction ends, then
+    read what they decide on: whether the owner is at the cap on unfinished
+    tasks, and a new task's turn in `queue_name`.
 
     PostgreSQL locks the user's row (NO KEY: other rows may still refer to
-    it), so every check sees all earlier submits of the owner; SQLite's write
-    transactions take turns already.
+    it); SQLite's write transactions take turns already. The reads are a
+    statement of their own, after the lock: a statement that waited for the
+    lock still reads with the snapshot it started with, which misses the
+    submit it waited for, and the cap would let both through.
 
     The turn (fairness): the turn being served in the queue at the task's
     priority now (turns only order tasks of equal priority), or, behind the
@@ -202,11 +204,10 @@ def _lock_owner(owner, *, queue_name: str, priority: int) -> tuple[bool, int]:
     cap = _conf("MAX_UNFINISHED_PER_USER")
     unfinished = Task.objects.filter(owner=OuterRef("pk"), status__in=UNFINISHED)
     at_cap = Exists(unfinished[cap - 1 : cap]) if cap else Value(False)
+    users = get_user_model().objects.filter(pk=owner.pk)
+    list(users.select_for_update(no_key=True).values_list("pk", flat=True))
     row = (
-        get_user_model()
-        .objects.select_for_update(no_key=True)
-        .filter(pk=owner.pk)
-        .annotate(
+        users.annotate(
             head=Subquery(head.values("turn")[:1]),
             last=Subquery(last.values("turn")[:1]),
             at_cap=at_cap,
