@@ -1,4 +1,7 @@
+"""The Task record: its legal state transitions, indexes and ownership."""
+
 import pytest
+from django.db import connection
 
 from tasks.models import FINISHED, TRANSITIONS, IllegalTransition, Status, Task
 
@@ -55,3 +58,32 @@ def test_a_transition_only_moves_rows_matching_the_callers_filter(task):
     assert moved == 0
     task.refresh_from_db()
     assert task.status == Status.QUEUED
+
+
+def test_deleting_a_user_deletes_their_tasks(owner, make_user):
+    other = make_user("keeps-hers")
+    mine = Task.objects.create(owner=owner, type="demo", timeout=60)
+    hers = Task.objects.create(owner=other, type="demo", timeout=60)
+
+    owner.delete()
+
+    assert not Task.objects.filter(pk=mine.pk).exists()
+    assert Task.objects.filter(pk=hers.pk).exists()
+
+
+def test_lookups_by_owner_use_an_owner_index_without_one_of_the_foreign_keys_own(owner):
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, Task._meta.db_table)
+    by_columns = [spec["columns"] for spec in indexes.values() if spec["index"]]
+    # Every index that starts with the owner serves the foreign key's lookups.
+    assert ["owner_id"] not in by_columns
+    assert ["owner_id", "id"] in by_columns
+
+    explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        # What the foreign key's ON DELETE check and a user's deletion read.
+        cursor.execute(f"{explain} SELECT 1 FROM tasks_task WHERE owner_id = %s", [owner.pk])
+        plan = "\n".join(str(row) for row in cursor.fetchall())
+    assert "task_owner" in plan, plan
