@@ -1,10 +1,12 @@
-"""The per-user cap on unfinished tasks (checked on every submit, so kept cheap)."""
+"""The per-user cap on unfinished tasks, also when submits race for its last places."""
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
-from tasks.models import Status, Task
+from tasks import services
+from tasks.models import UNFINISHED, Status, Task
+
+from . import tasks_in_states
+from .conftest import race
 
 
 @pytest.fixture
@@ -43,11 +45,36 @@ def test_finished_and_other_users_tasks_do_not_count(api, owner, outsider, cap_o
     assert Task.objects.get(pk=response.json()["task_id"]).status == Status.COMPLETED
 
 
-def test_the_cap_check_never_counts_the_whole_backlog(api, owner, cap_of_two):
-    with CaptureQueriesContext(connection) as queries:
-        api.post("/tasks", {"type": "wordcount", "args": {"text": "x"}}, format="json")
+def test_a_manual_retry_respects_the_cap(owner, cap_of_two, run_jobs):
+    failed = tasks_in_states.failed(owner, run_jobs)
+    tasks_in_states.queued(owner)
+    tasks_in_states.queued(owner)
 
-    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
-    # The probe rides on the INSERT itself, bounded by OFFSET (limit - 1).
-    probes = [q["sql"] for q in queries if "INSERT" in q["sql"] and "OFFSET" in q["sql"]]
-    assert len(probes) == 1, [q["sql"] for q in queries]
+    with pytest.raises(services.TooManyTasks):
+        services.retry_task(task=failed)
+
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cap_holds_when_many_submits_race_for_its_last_places(make_user, settings):
+    # Nothing may finish during the race: submits stay queued.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+    settings.TASKS = {**settings.TASKS, "MAX_UNFINISHED_PER_USER": 3}
+    for round_ in range(5):
+        owner = make_user(f"racer-{round_}")
+
+        def submit(owner=owner):
+            try:
+                return services.submit_task(owner=owner, type_name="test.hold").task.pk
+            except services.TooManyTasks:
+                return "too many"
+
+        results = race(*[submit] * 10)
+
+        created = [r for r in results if r != "too many"]
+        assert len(created) == 3, (round_, results)
+        assert results.count("too many") == 7
+        unfinished = Task.objects.filter(owner=owner, status__in=UNFINISHED)
+        assert sorted(unfinished.values_list("pk", flat=True)) == sorted(created)
