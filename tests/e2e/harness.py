@@ -1,10 +1,16 @@
-"""Real processes for end-to-end tests: a web server and a qcluster on a
-database of their own, driven over HTTP.
+"""Real processes for end-to-end tests: a web server and any number of
+qclusters on a database of their own, driven over HTTP.
 
-The stack mirrors the suite's setup: a fresh SQLite file and the ORM broker
-by default; a fresh PostgreSQL database (created and dropped here) and the
-Redis broker when the suite runs on PostgreSQL/Redis (`make test-pg`).
-E2E_DATABASE_URL, when set, names the database to use instead.
+The stack mirrors the suite's setup: a fresh SQLite file by default; a fresh
+PostgreSQL database (created and dropped here) when the suite runs on
+PostgreSQL (`make test-pg`). E2E_DATABASE_URL, when set, names the database
+to use instead. The task table is the only queue, so every cluster of a
+stack serves the same tasks; each may have environment overrides of its own
+(`Q_QUEUES`, `Q_WORKERS`, ...).
+
+A cluster runs in a process group of its own (its main process, sentinel,
+pusher, monitor and workers), so a test can stop, pause or kill it whole, or
+kill one worker process.
 
 Tests wait by polling with a deadline, never by a fixed sleep.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,13 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import environ
 import psycopg
-import redis
 import requests
-from django.conf import settings
 from psycopg import sql
 
-from tests.backends import postgres_params, uses_postgres, uses_redis
+from tests.backends import postgres_params, uses_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"
@@ -54,6 +60,27 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def process_group(pgid: int) -> set[int]:
+    """Pids of the live processes in process group `pgid`."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The fields after the command name (in parentheses): state, ppid, pgrp.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.add(int(entry.name))
+    return members
+
+
+def pid_of(worker: str) -> int:
+    """The pid in a worker name (`host:pid`, as tasks record it)."""
+    return int(worker.rsplit(":", 1)[1])
+
+
 def _fresh_postgres_database() -> tuple[str, str]:
     """Create an empty database on the suite's PostgreSQL server: (name, URL)."""
     name = "e2e_" + uuid.uuid4().hex[:12]
@@ -76,8 +103,90 @@ def _drop_postgres_database(name: str) -> None:
         )
 
 
+class Cluster:
+    """One `manage.py qcluster` of a stack, in a process group of its own."""
+
+    def __init__(self, stack: Stack, number: int, env: dict[str, str]) -> None:
+        self.stack = stack
+        self.name = f"cluster-{number}"
+        self.env = {
+            **stack.env,
+            # django-q2 keys its statistics by cluster name.
+            "Q_CLUSTER_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
+            **env,
+        }
+        self.process = stack.spawn(self.name, "manage.py", "qcluster", env=self.env)
+        self.paused = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def pids(self) -> set[int]:
+        """Every live process of the cluster (the group is the main process's pid)."""
+        return process_group(self.pid) if self.alive() else set()
+
+    def runs(self, pid: int) -> bool:
+        return pid in self.pids()
+
+    def worker_pids(self) -> set[int]:
+        """Its worker processes: the ones that record heartbeats."""
+        beating = {pid for (pid,) in self.stack.db("SELECT pid FROM tasks_workerheartbeat")}
+        return beating & self.pids()
+
+    def wait_workers(self, count: int, timeout: float = 60) -> set[int]:
+        def beating():
+            pids = self.worker_pids()
+            return pids if len(pids) >= count else None
+
+        return wait_for(
+            beating,
+            timeout,
+            what=f"{count} worker processes of {self.name} to beat",
+        )
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean stop: SIGTERM to the main process only."""
+        if not self.alive():
+            return
+        self.resume()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """What a crash looks like: SIGKILL to every process of the cluster."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP the whole cluster: what a frozen VM or a long GC pause looks like."""
+        os.killpg(self.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.alive():
+            os.killpg(self.pid, signal.SIGCONT)
+        self.paused = False
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker process (django-q2 replaces it)."""
+        assert pid in self.pids(), f"{pid} is not a process of {self.name}"
+        os.kill(pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.stack.log(self.name)
+
+
 class Stack:
-    """One web server + one qcluster sharing a fresh database."""
+    """One web server + clusters sharing a fresh database."""
 
     def __init__(
         self,
@@ -98,6 +207,7 @@ class Stack:
         if not database_url and uses_postgres():
             self.pg_database, database_url = _fresh_postgres_database()
         database_url = database_url or f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
+        self.database = environ.Env.db_url_config(database_url)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path / "logs"
@@ -107,16 +217,12 @@ class Stack:
             "DEBUG": "False",
             "SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
             "DATABASE_URL": database_url,
-            # Each stack has its own cluster name, hence its own Redis list.
-            "Q_REDIS_URL": settings.Q_REDIS_URL if uses_redis() else "",
             "EXTRA_APPS": "tests.testapp",
-            "Q_CLUSTER_NAME": "e2e-" + uuid.uuid4().hex[:8],
             "Q_WORKERS": "2",
             "TASK_DEFAULT_SECONDS": "1",
             "TASK_HEARTBEAT_SECONDS": "0.5",
             "TASK_LEASE_SECONDS": "3",
             "TASK_MAINTENANCE_SECONDS": "0.5",
-            "TASK_REQUEUE_AFTER_SECONDS": "5",
             "TASK_RETRY_BACKOFF_BASE": "0.5",
             "TEST_RECORD_FILE": str(tmp_path / "records.txt"),
             # Tests that submit many tasks or log in often must not meet 429s.
@@ -128,8 +234,14 @@ class Stack:
             **(env or {}),
         }
         self.web: subprocess.Popen | None = None
-        self.cluster: subprocess.Popen | None = None
+        self.clusters: list[Cluster] = []
         self._cluster_runs = 0
+        self._db: sqlite3.Connection | psycopg.Connection | None = None
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """The cluster started last."""
+        return self.clusters[-1] if self.clusters else None
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -142,19 +254,26 @@ class Stack:
             timeout=120,
         )
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
         return subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env=self.env,
+            env=env or self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-    def start(self, users: tuple[str, ...] = ("alice", "bob")) -> Stack:
+    def start(self, users: tuple[str, ...] = ("alice", "bob"), *, cluster: bool = True) -> Stack:
         self.manage("migrate", "--no-input")
+        self.add_users(*users)
+        self.start_web()
+        if cluster:
+            self.start_cluster()
+        return self
+
+    def add_users(self, *users: str) -> None:
         script = "".join(
             f"User.objects.filter(username={u!r}).exists() or "
             f"User.objects.create_user({u!r}, password={PASSWORD!r});"
@@ -165,12 +284,9 @@ class Stack:
             "-c",
             f"from django.contrib.auth import get_user_model; User = get_user_model(); {script}",
         )
-        self.start_web()
-        self.start_cluster()
-        return self
 
     def start_web(self) -> None:
-        self.web = self._spawn(
+        self.web = self.spawn(
             "web",
             "-m",
             "gunicorn",
@@ -194,41 +310,33 @@ class Stack:
                 raise AssertionError("web server exited:\n" + self.log("web")) from None
             return False
 
-    def start_cluster(self) -> None:
+    def start_cluster(self, env: dict[str, str] | None = None) -> Cluster:
+        """Start one more cluster on the stack's database, with `env` over the stack's."""
         self._cluster_runs += 1
-        self.cluster = self._spawn(f"cluster-{self._cluster_runs}", "manage.py", "qcluster")
+        cluster = Cluster(self, self._cluster_runs, env or {})
+        self.clusters.append(cluster)
+        return cluster
 
     def stop_cluster(self, timeout: float = 30) -> None:
-        """A clean stop: SIGTERM to the main process only."""
-        if self.cluster and self.cluster.poll() is None:
-            self.cluster.send_signal(signal.SIGTERM)
-            try:
-                self.cluster.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill_cluster()
+        if self.cluster:
+            self.cluster.stop(timeout)
 
     def kill_cluster(self) -> None:
-        """What a crash looks like: SIGKILL to every process of the cluster."""
-        if self.cluster and self.cluster.poll() is None:
-            os.killpg(self.cluster.pid, signal.SIGKILL)
-            self.cluster.wait(10)
+        if self.cluster:
+            self.cluster.kill()
 
     def stop(self) -> None:
-        self.stop_cluster()
-        if self.cluster and self.cluster.poll() is None:
-            self.kill_cluster()
+        for cluster in self.clusters:
+            cluster.stop()
         if self.web and self.web.poll() is None:
             self.web.send_signal(signal.SIGTERM)
             try:
                 self.web.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.web.pid, signal.SIGKILL)
-        if self.env["Q_REDIS_URL"]:
-            # Messages left in this stack's own queue (django-q2 names the
-            # Redis list after the cluster) would outlive the test otherwise.
-            redis.Redis.from_url(self.env["Q_REDIS_URL"]).delete(
-                f"django_q:{self.env['Q_CLUSTER_NAME']}:q"
-            )
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         if self.pg_database:
             _drop_postgres_database(self.pg_database)
             self.pg_database = None
@@ -238,8 +346,59 @@ class Stack:
             p.read_text(errors="replace") for p in sorted(self.logs.glob(f"{name}*.log"))
         )
 
-    def all_logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
+    def all_logs(self, tail: int | None = None) -> str:
+        """Every process's log (the last `tail` characters of each), headed by its name."""
+        return "".join(
+            f"==> {p.name} <==\n" + p.read_text(errors="replace")[-(tail or 0) :]
+            for p in sorted(self.logs.glob("*.log"))
+        )
+
+    # --- The database, read directly ---------------------------------------
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database["ENGINE"] == "django.db.backends.postgresql"
+
+    def _pg_params(self, dbname: str | None = None) -> dict:
+        db = self.database
+        params = {
+            "host": db.get("HOST") or None,
+            "port": db.get("PORT") or None,
+            "user": db.get("USER") or None,
+            "password": db.get("PASSWORD") or None,
+            "dbname": dbname or db["NAME"],
+            "connect_timeout": 5,
+        }
+        return {key: value for key, value in params.items() if value is not None}
+
+    def db(self, query: str, params: tuple | list = ()) -> list[tuple]:
+        """Run one statement (%s placeholders) on the stack's database from a
+        connection of the test's own, in autocommit: it sees every commit.
+        Returns the rows, if the statement has any."""
+        if self.is_postgres:
+            if self._db is None or self._db.closed:
+                self._db = psycopg.connect(**self._pg_params(), autocommit=True)
+            cursor = self._db.execute(query, params)
+        else:
+            if self._db is None:
+                self._db = sqlite3.connect(self.database["NAME"], timeout=30, isolation_level=None)
+            cursor = self._db.execute(query.replace("%s", "?"), params)
+        return cursor.fetchall() if cursor.description else []
+
+    def terminate_backends(self) -> int:
+        """PostgreSQL: end every server process connected to the stack's
+        database (web, clusters, workers, listeners), as a failover or an
+        administrator would; return how many."""
+        assert self.is_postgres, "only PostgreSQL has backends to terminate"
+        with psycopg.connect(**self._pg_params("postgres"), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [self.database["NAME"]],
+            ).fetchall()
+        if self._db is not None and not self._db.closed:
+            self._db.close()  # one of them was ours
+        return sum(1 for (ok,) in rows if ok)
 
     # --- HTTP -------------------------------------------------------------
 
@@ -268,6 +427,11 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def cancel(self, session: requests.Session, task_id: int) -> dict:
+        response = session.post(f"{self.base}/tasks/{task_id}/cancel", timeout=HTTP_TIMEOUT)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def wait_status(self, session, task_id: int, statuses, timeout: float = 30) -> dict:
         statuses = {statuses} if isinstance(statuses, str) else set(statuses)
 
@@ -276,3 +440,12 @@ class Stack:
             return task if task["status"] in statuses else None
 
         return wait_for(reached, timeout, what=f"task {task_id} to reach {statuses}")
+
+    def wait_started(self, session, task_id: int, timeout: float = 30) -> dict:
+        """Wait until a worker has started the task (not merely claimed it)."""
+
+        def started():
+            task = self.task(session, task_id)
+            return task if task["status"] == "in_progress" and task["started_at"] else None
+
+        return wait_for(started, timeout, what=f"task {task_id} to start")

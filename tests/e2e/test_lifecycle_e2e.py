@@ -1,30 +1,23 @@
 """The task lifecycle on real processes: kills, timeouts, cancels, retries,
-delayed runs and crashing workers, on the ORM broker and on Redis."""
+delayed runs and crashing workers."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
-import uuid
 from collections import Counter
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-import redis
 
-from .harness import Stack, wait_for
+from .harness import Stack, pid_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TERMINAL = {"completed", "failed", "cancelled"}
-# Where the Redis variants run: the suite's Redis when one is configured, else
-# a local one. Each stack has its own cluster name, and its keys are deleted
-# before and after, so runs never see each other's messages.
-REDIS_URL = (
-    os.environ.get("TEST_REDIS_URL") or os.environ.get("Q_REDIS_URL") or "redis://127.0.0.1:6379/7"
-)
 
 
 def when(value: str) -> datetime:
@@ -48,65 +41,32 @@ def wait_all_terminal(stack: Stack, session, ids, timeout: float) -> dict[int, d
     return wait_for(done, timeout, interval=0.5, what=f"tasks {sorted(ids)} to finish")
 
 
-def running_count(stack: Stack, session) -> int:
+def running(stack: Stack, session) -> list[dict]:
     response = session.get(f"{stack.base}/tasks?status=in_progress", timeout=10)
     assert response.status_code == 200, response.text
-    return len(response.json()["results"])
+    return response.json()["results"]
 
 
-def start_stack(tmp_path: Path, request, env: dict[str, str] | None = None):
-    stack = Stack(tmp_path, env=env)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(stack.all_logs()[-20000:])
-
-
-def redis_client_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI but unreachable at {REDIS_URL}: {exc}")
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
-    return client
-
-
-@pytest.fixture
-def redis_stack(tmp_path, request):
-    """A running web server + qcluster whose transport is the Redis broker."""
-    client = redis_client_or_skip()
-    name = "e2e-redis-" + uuid.uuid4().hex[:8]
-
-    def forget():
-        for key in client.scan_iter(match=f"django_q:{name}:*"):
-            client.delete(key)
-
-    forget()
-    try:
-        yield from start_stack(
-            tmp_path, request, env={"Q_REDIS_URL": REDIS_URL, "Q_CLUSTER_NAME": name}
-        )
-    finally:
-        forget()
+def started_count(stack: Stack, session) -> int:
+    """Tasks a worker has started (not merely claimed for one)."""
+    return sum(1 for task in running(stack, session) if task["started_at"])
 
 
 # --- Killing the whole cluster ------------------------------------------------------
 
 
-def kill_while_running_and_recover(stack: Stack) -> None:
+def test_killing_the_cluster_loses_and_duplicates_nothing(stack):
     session = stack.login()
     ids = [stack.submit(session, "test.record", {"seconds": 2}) for _ in range(8)]
     # Both workers busy: the kill hits tasks in the middle of their run.
-    wait_for(lambda: running_count(stack, session) >= 2, 60, what="two running tasks")
+    wait_for(lambda: started_count(stack, session) >= 2, 60, what="two running tasks")
 
     stack.kill_cluster()
-    stuck = [t for t in statuses(stack, session, ids).values() if t["status"] == "in_progress"]
+    stuck = [
+        t
+        for t in statuses(stack, session, ids).values()
+        if t["status"] == "in_progress" and t["started_at"]
+    ]
     stack.start_cluster()
     tasks = wait_all_terminal(stack, session, ids, timeout=120)
 
@@ -131,20 +91,54 @@ def kill_while_running_and_recover(stack: Stack) -> None:
     assert stack.wait_status(session, fresh, TERMINAL, timeout=60)["status"] == "completed"
 
 
-def test_killing_the_cluster_loses_and_duplicates_nothing(stack):
-    kill_while_running_and_recover(stack)
+def test_a_claim_whose_cluster_dies_before_starting_it_comes_back_unspent(stack):
+    first = stack.cluster
+    # Workers that cannot start anything: the cluster claims tasks (it has
+    # idle workers as far as it knows) and holds them unstarted.
+    for pid in first.wait_workers(2):
+        os.kill(pid, signal.SIGSTOP)
+    session = stack.login()
+    ids = [stack.submit(session, "test.record") for _ in range(2)]
 
+    def claimed_unstarted():
+        rows = stack.db(
+            "SELECT status, attempts, claimed_by, started_at FROM tasks_task WHERE id IN (%s, %s)",
+            ids,
+        )
+        return len(rows) == 2 and all(
+            status == "in_progress" and attempts == 1 and claimed_by and started_at is None
+            for status, attempts, claimed_by, started_at in rows
+        )
 
-def test_killing_the_cluster_on_redis_loses_and_duplicates_nothing(redis_stack):
-    kill_while_running_and_recover(redis_stack)
+    wait_for(claimed_unstarted, 60, what="both tasks to be claimed and not started")
+    first.kill()
+    second = stack.start_cluster()
+    tasks = wait_all_terminal(stack, session, ids, timeout=60)
+
+    lines = records(stack)
+    for task_id, task in tasks.items():
+        # Released by the reaper as if never claimed: the attempt is not spent.
+        assert task["status"] == "completed", task
+        assert task["attempts"] == 1
+        assert [a["outcome"] for a in task["attempt_log"]] == ["completed"]
+        assert task["output"] == {"task": task_id, "attempt": 1}
+        assert second.runs(pid_of(task["attempt_log"][0]["worker"]))
+        assert lines.count(f"{task_id}:1") == 1
+    assert "released (never started)" in second.log()
+    [(lost_count,)] = stack.db("SELECT SUM(lost_count) FROM tasks_task WHERE id IN (%s, %s)", ids)
+    assert lost_count == 0
 
 
 # --- One cluster for the rest: each test waits for its tasks to end ------------------
 
 
 @pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory, request):
-    yield from start_stack(tmp_path_factory.mktemp("lifecycle"), request)
+def shared_stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("lifecycle"))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
 
 
 @pytest.fixture
@@ -162,7 +156,8 @@ def test_a_task_past_its_timeout_fails_and_the_pool_keeps_serving(shared_stack, 
     assert task["status"] == "failed"
     assert task["error"]["message"] == "Task timed out after 2 seconds."
     assert [a["outcome"] for a in task["attempt_log"]] == ["timed_out"]
-    # The clock starts at delivery, a moment before the row is claimed.
+    # django-q2's clock starts as its worker takes the task, a moment before
+    # the worker starts the attempt.
     ran_for = (when(task["finished_at"]) - when(task["started_at"])).total_seconds()
     assert 1.5 <= ran_for < 7, ran_for
     assert stack.wait_status(session, after, TERMINAL, timeout=60)["status"] == "completed"
@@ -197,7 +192,7 @@ def test_a_cancelled_queued_task_never_starts(shared_stack, session):
     cancel(delayed)
     # Both workers busy, so the next task waits in the queue.
     busy = [stack.submit(session, "test.sleep", {"seconds": 4}) for _ in range(2)]
-    wait_for(lambda: running_count(stack, session) >= 2, 60, what="two busy workers")
+    wait_for(lambda: started_count(stack, session) >= 2, 60, what="two busy workers")
     waiting = stack.submit(session, "wordcount", {"text": "never"})
     cancel(waiting)
 
