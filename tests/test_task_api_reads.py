@@ -50,6 +50,24 @@ def test_the_catalogue_lists_every_registered_type_with_its_schema(api):
     assert types["test.flaky"]["max_retries"] == 3
 
 
+def test_the_catalogue_shows_each_types_queue_and_limits(api):
+    types = {t["name"]: t for t in api.get("/tasks/types").json()["types"]}
+
+    assert {k: types["test.limited"][k] for k in ("queue", "concurrency", "key_concurrency")} == {
+        "queue": "default",
+        "concurrency": 1,
+        "key_concurrency": None,
+    }
+    assert (types["test.keyed"]["concurrency"], types["test.keyed"]["key_concurrency"]) == (
+        None,
+        1,
+    )
+    assert types["test.reports"]["queue"] == "reports"
+    assert types["wordcount"]["queue"] == "default"
+    assert types["wordcount"]["concurrency"] is None
+    assert all(types[t.name]["queue"] == t.queue for t in registry.all_types())
+
+
 def test_the_catalogue_answers_with_a_trailing_slash_and_needs_a_token(api):
     from rest_framework.test import APIClient
 
@@ -117,6 +135,21 @@ def test_the_list_filters_by_status_type_and_created_range(api, owner):
     assert ids({"created_before": after}) == [old.pk]
     assert ids({"ordering": "id"}) == [old.pk, done.pk, failed.pk, queued.pk]
     assert ids({"ordering": "created_at"})[0] == old.pk
+
+
+def test_the_list_filters_by_queue(api, owner, outsider):
+    report = make_task(owner, type_="test.reports", queue="reports")
+    make_task(owner)
+    make_task(outsider, type_="test.reports", queue="reports")
+
+    response = api.get("/tasks", {"queue": "reports"})
+    nothing = api.get("/tasks", {"queue": "no-such-queue"})
+
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()["results"]] == [report.pk]
+    assert response.json()["results"][0]["queue"] == "reports"
+    assert nothing.status_code == 200
+    assert nothing.json()["results"] == []
 
 
 def test_filtering_the_list_never_asks_for_distinct_rows(api, owner):

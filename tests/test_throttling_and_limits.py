@@ -129,6 +129,35 @@ def test_an_output_over_the_limit_is_stored_truncated_and_flagged(api, run_jobs,
     assert completed["output"] == task.output
 
 
+def test_the_output_limit_counts_utf8_bytes_not_characters(api, run_jobs, settings):
+    settings.TASKS = {**settings.TASKS, "MAX_OUTPUT_BYTES": 5000}
+    # 3000 characters of two bytes each: within the limit in characters, not in bytes.
+    wide = "é" * 3000
+    narrow = "e" * 3000
+
+    over = run_jobs(
+        api.post, "/tasks", {"type": "test.echo", "args": {"payload": wide}}, format="json"
+    )
+    under = run_jobs(
+        api.post, "/tasks", {"type": "test.echo", "args": {"payload": narrow}}, format="json"
+    )
+
+    truncated = Task.objects.get(pk=over.json()["task_id"])
+    assert truncated.status == Status.COMPLETED
+    assert truncated.output_truncated is True
+    assert truncated.output["size"] > 6000
+    head = truncated.output["head"]
+    assert head.startswith('{"payload": "ééé')
+    assert len(head.encode()) <= 5000
+    assert "\ufffd" not in head  # never cut inside a character
+    detail = api.get(f"/tasks/{truncated.pk}").json()
+    assert detail["output_truncated"] is True
+    assert detail["output"] == truncated.output
+    whole = Task.objects.get(pk=under.json()["task_id"])
+    assert whole.output_truncated is False
+    assert whole.output == {"payload": narrow}
+
+
 def test_an_output_under_the_limit_is_stored_whole(api, run_jobs):
     response = run_jobs(api.post, "/tasks", {"type": "test.big_output"}, format="json")
 
