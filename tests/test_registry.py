@@ -52,3 +52,41 @@ def test_lookup_never_imports_anything(name):
 def test_types_of_other_apps_are_discovered():
     assert registry.get_type("test.flaky") is not None
     assert {"demo", "primes", "wordcount"} <= {t.name for t in registry.all_types()}
+
+
+def test_a_type_waits_in_the_default_queue_without_limits_unless_it_says(demo_type):
+    assert (demo_type.queue, demo_type.concurrency, demo_type.key_concurrency) == (
+        "default",
+        None,
+        None,
+    )
+    assert demo_type.is_limited is False
+    limited = registry.get_type("test.limited")
+    assert (limited.concurrency, limited.is_limited) == (1, True)
+    assert registry.get_type("test.keyed").is_limited is True
+    assert registry.get_type("test.reports").queue == "reports"
+
+
+def test_the_queues_in_use_are_those_of_the_registered_types():
+    assert registry.queue_names() == sorted({t.queue for t in registry.all_types()})
+    assert {"default", "reports"} <= set(registry.queue_names())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"concurrency": 0},
+        {"concurrency": -1},
+        {"concurrency": 1.5},
+        {"key_concurrency": 0},
+        {"queue": ""},
+        {"queue": "has space"},
+        {"queue": "x" * 101},
+        {"queue": None},
+    ],
+)
+def test_bad_queue_or_limit_options_are_refused_when_registering(options):
+    with pytest.raises(ValueError):
+        registry.task_type("test.bad_options", **options)(lambda ctx: None)
+
+    assert registry.get_type("test.bad_options") is None
