@@ -183,14 +183,7 @@ class TaskBroker(Broker):
             "id": uuid.uuid4().hex,
             "name": f"task-{claimed.id}-attempt-{claimed.attempt}",
             "func": ENTRY_POINT,
-            "args": (
-                claimed.id,
-                claimed.attempt,
-                claimed.type,
-                claimed.args,
-                claimed.timeout,
-                claimed.owner_id,
-            ),
+            "args": claimed.run_args(),
             "kwargs": {"claimed_by": self.name},
             "started": timezone.now(),
             # django-q2 raises its TimeoutException inside the task after this

@@ -62,6 +62,10 @@ class Claimed:
     timeout: int
     owner_id: int
 
+    def run_args(self) -> tuple[int, int, str, dict[str, Any], int, int]:
+        """The positional arguments of `tasks.worker.run_task` for this attempt."""
+        return (self.id, self.attempt, self.type, self.args, self.timeout, self.owner_id)
+
 
 def served_queues() -> list[str]:
     """The queues this process's clusters serve: Q_QUEUES, or all when empty."""

@@ -187,12 +187,4 @@ def run_now(task_id: int) -> str | None:
     claimed = queue.claim_one(task_id=task_id, cluster=cluster)
     if claimed is None:
         return None
-    return run_task(
-        claimed.id,
-        claimed.attempt,
-        claimed.type,
-        claimed.args,
-        claimed.timeout,
-        claimed.owner_id,
-        claimed_by=cluster,
-    )
+    return run_task(*claimed.run_args(), claimed_by=cluster)
