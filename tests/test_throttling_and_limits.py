@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from accounts.throttles import TaskCreateThrottle
 from tasks.models import Status, Task
 
-from .backends import uses_redis
+from .backends import redis_url, uses_redis
 from .conftest import PASSWORD
 
 
@@ -217,7 +217,7 @@ def test_requests_arriving_together_cannot_pass_the_throttle_beyond_its_rate(own
 def test_processes_sharing_a_redis_cache_count_together(owner, settings):
     # Each check is a round trip to Redis here, so a read-change-write count
     # (DRF's own throttle) lets most of the 160 concurrent checks through.
-    url = settings.Q_REDIS_URL.rsplit("/", 1)[0] + "/11"
+    url = redis_url().rsplit("/", 1)[0] + "/11"
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
     }
