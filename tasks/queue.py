@@ -238,6 +238,13 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     )
     if connection.features.has_select_for_update_skip_locked:
         select += " FOR UPDATE SKIP LOCKED"
+    # PostgreSQL may run an IN (subquery) again for each row it updates (a
+    # nested-loop semi-join), and each run locks and returns rows the last
+    # one had not, so the LIMIT would bound nothing: ARRAY() runs it once.
+    if connection.vendor == "postgresql":
+        picked = f"= ANY(ARRAY({select}))"
+    else:
+        picked = f"IN ({select})"
     fields = {field.name: field for field in meta.concrete_fields}
     column = {name: quote(fields[name].column) for name in _CLAIM_COLUMNS}
     sets = {
@@ -259,7 +266,7 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
-        f"WHERE {column['id']} IN ({select}) AND {column['status']} = %s "
+        f"WHERE {column['id']} {picked} AND {column['status']} = %s "
         f"RETURNING {', '.join(column[name] for name in returned)}"
     )
     params += [*select_params, Status.QUEUED]
