@@ -397,7 +397,8 @@ def percentile(values: Iterable[float], pct: float) -> float:
 def ratio(numerator: float, denominator: float) -> str:
     if not denominator or numerator != numerator or denominator != denominator:
         return "-"
-    return f"{numerator / denominator:.2f}"
+    value = numerator / denominator
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def table(headers: list[str], rows: list[list]) -> str:
