@@ -121,7 +121,9 @@ def submit_task(
     max_delay = timedelta(seconds=_conf("MAX_DELAY_SECONDS"))
     if run_at is not None and run_at > now + max_delay:
         field = "delay" if delay is not None else "run_at"
-        raise InvalidTask({field: [f"At most {max_delay.days} days ahead."]})
+        seconds = max_delay.total_seconds()
+        span = f"{seconds / 86400:g} days" if seconds % 86400 == 0 else f"{seconds:g} seconds"
+        raise InvalidTask({field: [f"At most {span} ahead."]})
     retries = task_type.max_retries if max_retries is None else max_retries
     fingerprint = ""
     if idempotency_key:
@@ -267,12 +269,16 @@ def cancel_task(*, task: Task) -> Task:
     ask a running one to stop (it ends `cancelled` at its next check).
     A finished task cannot be cancelled (`TaskConflict`)."""
     now = timezone.now()
-    not_started = Task.objects.filter(pk=task.pk, status=Status.QUEUED) | Task.objects.filter(
-        pk=task.pk, status=Status.IN_PROGRESS, started_at__isnull=True
+    cancelled = {"finished_at": now, "cancel_requested": True, "lease_expires_at": None}
+    moved = Task.objects.filter(pk=task.pk, status=Status.QUEUED).transition(
+        Status.CANCELLED, **cancelled
     )
-    moved = not_started.transition(
-        Status.CANCELLED, finished_at=now, cancel_requested=True, lease_expires_at=None
-    )
+    if not moved:
+        # Claimed by a cluster but not started: that attempt never ran, so
+        # its number is given back (its worker will find nothing to start).
+        moved = Task.objects.filter(
+            pk=task.pk, status=Status.IN_PROGRESS, started_at__isnull=True
+        ).transition(Status.CANCELLED, attempts=F("attempts") - 1, **cancelled)
     if not moved:
         asked = Task.objects.filter(pk=task.pk, status=Status.IN_PROGRESS).update(
             cancel_requested=True, updated_at=now
@@ -291,6 +297,11 @@ def cancel_task(*, task: Task) -> Task:
 def retry_task(*, task: Task) -> Task:
     """Queue a new attempt of a failed or cancelled task, with a fresh retry budget."""
     now = timezone.now()
+    if task.status not in (Status.FAILED, Status.CANCELLED):
+        raise TaskConflict(
+            f"Only failed or cancelled tasks can be retried; this one is {task.status}.",
+            status=task.status,
+        )
     try:
         with transaction.atomic():
             at_cap, turn = _lock_owner(task.owner, queue_name=task.queue, priority=task.priority)

@@ -137,6 +137,4 @@ task_type(
     queue="reports",
     description="Waits in the `reports` queue.",
 )(_hold)
-task_type("test.hold", args=HoldArgs, description="Sleeps, then says when and where it ran.")(
-    _hold
-)
+task_type("test.hold", args=HoldArgs, description="Sleeps, then says when and where it ran.")(_hold)
