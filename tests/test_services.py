@@ -229,6 +229,8 @@ def test_a_claimed_task_no_worker_started_is_cancelled_at_once(api, owner):
     task.refresh_from_db()
     assert task.worker == "" and task.started_at is None
     assert outcomes(task) == []
+    # That attempt never ran: its number is given back, and a retry runs attempt 1.
+    assert task.attempts == 0
 
 
 def test_cancelling_a_finished_task_is_a_conflict(api, owner, run_jobs):
@@ -358,6 +360,21 @@ def test_retrying_a_completed_task_is_a_conflict(api, owner, run_jobs):
     task.refresh_from_db()
     assert task.status == Status.COMPLETED
     assert task.attempts == 1
+
+
+def test_retrying_a_completed_task_at_the_cap_is_still_a_conflict(
+    api, owner, run_jobs, task_settings
+):
+    task = run_jobs(submit, owner, "wordcount", {"text": "done"})
+    task_settings(MAX_UNFINISHED_PER_USER=1)
+    submit(owner, "test.hold", {"seconds": 1})  # queued: the owner is at the cap
+
+    response = api.post(f"/tasks/{task.pk}/retry")
+
+    assert response.status_code == 409
+    assert response.json()["status"] == "completed"
+    task.refresh_from_db()
+    assert task.status == Status.COMPLETED
 
 
 def test_a_manual_retry_refills_the_retry_budget(owner, run_jobs):
