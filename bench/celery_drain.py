@@ -91,7 +91,10 @@ def celery_drain(workdir: Path, redis_url: str, tasks: int, workers: int) -> dic
                 raise SystemExit("the Celery worker exited:\n" + log.read_text()[-5000:])
             return sum(client.exists(*chunk) for chunk in chunks) >= tasks
 
-        common.wait_until(all_done, 300, f"{tasks} Celery tasks", 0.2)
+        try:
+            common.wait_until(all_done, 300, f"{tasks} Celery tasks", 0.2)
+        except SystemExit as exc:
+            raise SystemExit(f"{exc}; the worker's log:\n{log.read_text()[-5000:]}") from None
         metas = [json.loads(raw) for chunk in chunks for raw in client.mget(chunk)]
     finally:
         if worker is not None:
