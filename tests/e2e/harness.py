@@ -166,13 +166,37 @@ class Cluster:
             self.process.wait(10)
         self.paused = False
 
-    def pause(self) -> None:
-        """SIGSTOP the whole cluster: what a frozen VM or a long GC pause looks like."""
-        os.killpg(self.pid, signal.SIGSTOP)
-        self.paused = True
+    def pause(self, pids: set[int] | None = None) -> None:
+        """SIGSTOP the whole cluster (or only `pids`, some of its processes):
+        what a frozen VM or a long stall looks like.
 
-    def resume(self) -> None:
-        if self.paused and self.alive():
+        Never while a stopped process holds a database lock: frozen inside a
+        write it would stall every other process (all SQLite writers, or
+        PostgreSQL's waiters on its locks), which is a different test.
+        """
+        if pids is not None:
+            assert pids <= self.pids(), f"{pids} are not all processes of {self.name}"
+
+        def send(sig):
+            if pids is None:
+                os.killpg(self.pid, sig)
+            else:
+                for pid in pids:
+                    os.kill(pid, sig)
+
+        for _ in range(20):
+            send(signal.SIGSTOP)
+            if not self.stack.lock_held():
+                self.paused = pids is None
+                return
+            send(signal.SIGCONT)
+        raise AssertionError(f"{self.name} always held a database lock when stopped")
+
+    def resume(self, pids: set[int] | None = None) -> None:
+        if pids is not None:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        elif self.paused and self.alive():
             os.killpg(self.pid, signal.SIGCONT)
         self.paused = False
 
@@ -384,6 +408,36 @@ class Stack:
                 self._db = sqlite3.connect(self.database["NAME"], timeout=30, isolation_level=None)
             cursor = self._db.execute(query.replace("%s", "?"), params)
         return cursor.fetchall() if cursor.description else []
+
+    def lock_held(self, patience: float = 2) -> bool:
+        """Whether some process keeps a write lock (SQLite) or a transaction
+        (PostgreSQL) open on the database for `patience` seconds, as only a
+        stopped one would."""
+        if self.is_postgres:
+            try:
+                wait_for(
+                    lambda: (
+                        not self.db(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'",
+                            [self.database["NAME"]],
+                        )
+                    ),
+                    patience,
+                    interval=0.05,
+                )
+            except AssertionError:
+                return True
+            return False
+        probe = sqlite3.connect(self.database["NAME"], timeout=patience, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
 
     def terminate_backends(self) -> int:
         """PostgreSQL: end every server process connected to the stack's

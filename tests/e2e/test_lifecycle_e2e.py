@@ -3,8 +3,6 @@ delayed runs and crashing workers."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from datetime import datetime
@@ -95,8 +93,7 @@ def test_a_claim_whose_cluster_dies_before_starting_it_comes_back_unspent(stack)
     first = stack.cluster
     # Workers that cannot start anything: the cluster claims tasks (it has
     # idle workers as far as it knows) and holds them unstarted.
-    for pid in first.wait_workers(2):
-        os.kill(pid, signal.SIGSTOP)
+    first.pause(first.wait_workers(2))
     session = stack.login()
     ids = [stack.submit(session, "test.record") for _ in range(2)]
 
