@@ -48,15 +48,19 @@ def stuck_or_failed(stack: Stack) -> list[tuple]:
 
 def test_a_paused_cluster_is_taken_over_and_its_late_writes_change_nothing(stack):
     first = stack.cluster
-    alice = stack.login()
-    ids = [stack.submit(alice, "test.record", {"seconds": 6}) for _ in range(2)]
-    for task_id in ids:
-        assert first.runs(running_worker(stack.wait_started(alice, task_id, timeout=60)))
     second = stack.start_cluster()
     second.wait_workers(2)
+    # The second cluster stands by (stopped while idle), so the first one
+    # claims both tasks.
+    second.pause()
+    alice = stack.login()
+    ids = [stack.submit(alice, "test.record", {"seconds": 5}) for _ in range(2)]
+    for task_id in ids:
+        assert first.runs(running_worker(stack.wait_started(alice, task_id, timeout=60)))
 
-    # Frozen well past its lease: the other cluster's reaper takes the
+    # The first frozen well past its lease: the second's reaper takes the
     # attempts back and its workers run them again.
+    second.resume()
     first.pause()
     try:
         tasks = finish_all(stack, alice, ids, timeout=60)
