@@ -116,7 +116,8 @@ def _claim_from(queue_name: str, *, cluster: str, limit: int) -> list[Claimed]:
         ids = _pick_within_limits(queue_name=queue_name, limit=limit, now=now)
         if not ids:
             return []
-        return _take(Task.objects.filter(pk__in=ids), cluster=cluster, now=now)
+        picked = Task.objects.filter(pk__in=ids, status=Status.QUEUED)
+        return _take(picked, cluster=cluster, now=now)
 
 
 def claim_one(*, task_id: int, cluster: str) -> Claimed | None:
@@ -233,6 +234,7 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     """
     meta = Task._meta
     quote = connection.ops.quote_name
+    column_id = quote(meta.pk.column)
     select, select_params = (
         candidates.values("pk").query.get_compiler(connection=connection).as_sql()
     )
@@ -241,10 +243,16 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     # PostgreSQL may run an IN (subquery) again for each row it updates (a
     # nested-loop semi-join), and each run locks and returns rows the last
     # one had not, so the LIMIT would bound nothing: ARRAY() runs it once.
+    # The rows it returns were queued when it locked them (the candidates
+    # ask for queued rows; a lock re-checks that on the row's latest
+    # version) and stay locked, so the UPDATE does not ask again: asking
+    # lets the planner read the claim's partial index, every queued row,
+    # for those few ids whenever statistics say the queue is short.
     if connection.vendor == "postgresql":
-        picked = f"= ANY(ARRAY({select}))"
+        where, where_params = f"{column_id} = ANY(ARRAY({select}))", select_params
     else:
-        picked = f"IN ({select})"
+        where = f"{column_id} IN ({select}) AND {quote(meta.get_field('status').column)} = %s"
+        where_params = [*select_params, Status.QUEUED]
     fields = {field.name: field for field in meta.concrete_fields}
     column = {name: quote(fields[name].column) for name in _CLAIM_COLUMNS}
     sets = {
@@ -266,10 +274,10 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
     returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
-        f"WHERE {column['id']} {picked} AND {column['status']} = %s "
+        f"WHERE {where} "
         f"RETURNING {', '.join(column[name] for name in returned)}"
     )
-    params += [*select_params, Status.QUEUED]
+    params += where_params
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
