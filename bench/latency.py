@@ -4,7 +4,9 @@ result in the row) versus stock django-q2's `async_task` (its ORM broker,
 its own cluster, result saved by django-q2), on the same database. Both
 clusters run side by side and the two kinds alternate, so both see the same
 machine load; the bench process polls the database every --poll-ms for the
-result.
+result, and waits a random pause (up to --gap-ms) before each submit, so
+that submits arrive at random moments of the clusters' poll cycles, as
+users' do, instead of in step with them.
 
 An idle project cluster on SQLite looks at the table every Q_POLL seconds;
 on PostgreSQL a NOTIFY sent with the submit wakes it. Stock django-q2 polls
@@ -16,6 +18,7 @@ its ORM broker every Q_POLL seconds on both.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 
@@ -25,7 +28,7 @@ from bench import common
 P50_TARGET_MS = {"sqlite": 25.0, "pg": 5.0}
 
 
-def measure(backend: common.Backend, tasks: int, poll: float) -> dict:
+def measure(backend: common.Backend, tasks: int, poll: float, gap: float) -> dict:
     from django_q.models import Success
     from django_q.tasks import async_task
 
@@ -61,8 +64,11 @@ def measure(backend: common.Backend, tasks: int, poll: float) -> dict:
         # and pays for imports and connections.
         project(), raw()
         samples = {"project": [], "raw": []}
+        rng = random.Random(0)
         for _ in range(tasks):
+            time.sleep(rng.uniform(0, gap))
             samples["project"].append(project())
+            time.sleep(rng.uniform(0, gap))
             samples["raw"].append(raw())
     finally:
         stack.stop()
@@ -82,6 +88,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--poll-ms", type=float, default=2.0, help="How often the bench looks.")
     p.add_argument(
+        "--gap-ms", type=float, default=100.0, help="Longest random pause before a submit."
+    )
+    p.add_argument(
         "--q-poll",
         default="0.05",
         help="Q_POLL of both clusters, in seconds (the project's default).",
@@ -90,7 +99,7 @@ def main(argv: list[str]) -> None:
     if args.child:
         common.child(
             args,
-            lambda backend: measure(backend, args.tasks, args.poll_ms / 1000),
+            lambda backend: measure(backend, args.tasks, args.poll_ms / 1000, args.gap_ms / 1000),
             Q_WORKERS=str(args.workers),
             Q_POLL=args.q_poll,
             Q_SAVE_LIMIT="0",
