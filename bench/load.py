@@ -4,7 +4,7 @@ cluster (2 workers). Afterwards every created task must reach a terminal
 state; the logs of every process are searched for "database is locked" and
 tracebacks.
 
-    python -m bench.load                        # both backends, 60 s each
+    python -m bench.load                        # both databases, 60 s each
     python -m bench.load --seconds 10 --backend sqlite
 """
 
