@@ -13,8 +13,8 @@ Idle workers are counted with a semaphore the cluster's processes share
 (they are forked from the process that builds the broker): the pusher takes
 one per attempt it hands out; the monitor gives it back when django-q2
 acknowledges that attempt's result. A worker process killed mid-task never
-acknowledges; when the pusher has waited a lease's length for a worker, it
-counts what this cluster really runs in the table and gives back the rest.
+acknowledges: every lease's length the pusher counts what this cluster
+really runs in the table and gives back the slots of the dead.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class TaskBroker(Broker):
         self.queues = queue.served_queues()
         self.workers = int(Conf.WORKERS)
         self.free = multiprocessing.BoundedSemaphore(self.workers)
-        self._waiting_since: float | None = None
+        # Slots held for workers the table says run nothing, at the last recount.
+        self._unaccounted = 0
+        self._next_recount = 0.0
         self._next_maintenance = 0.0
         self._listener: Any = None
 
@@ -108,9 +110,7 @@ class TaskBroker(Broker):
     def _take_idle_workers(self) -> int:
         """Wait up to a poll interval for an idle worker; then take every idle one."""
         if not self.free.acquire(timeout=Conf.POLL):
-            self._reconcile_if_stuck()
             return 0
-        self._waiting_since = None
         taken = 1
         while taken < self.workers and self.free.acquire(block=False):
             taken += 1
@@ -123,24 +123,24 @@ class TaskBroker(Broker):
             except ValueError:  # already all free: a count corrected meanwhile
                 return
 
-    def _reconcile_if_stuck(self) -> None:
-        now = time.monotonic()
-        if self._waiting_since is None:
-            self._waiting_since = now
-            return
-        if now - self._waiting_since < settings.TASKS["LEASE_SECONDS"]:
-            return
-        self._waiting_since = now
+    def recount_idle_workers(self) -> int:
+        """Give back the slots of workers that died without an acknowledgement
+        (killed mid-task, or by django-q2's own timeout): those held for more
+        workers than the table shows running tasks of this cluster, at this
+        recount and the one before (a lease apart), so that a task that just
+        finished, whose acknowledgement is still on its way, is never counted
+        twice. Returns how many slots were given back."""
         try:
             running = self.lock_size()
         except DatabaseError:
-            return
-        held = self.workers - self.free.get_value()
-        if running < held:
-            logger.warning(
-                "%s of this cluster's workers were lost; counting them idle", held - running
-            )
-            self._give_back(held - running)
+            return 0
+        unaccounted = max(self.workers - self.free.get_value() - running, 0)
+        lost, self._unaccounted = min(unaccounted, self._unaccounted), unaccounted
+        if lost:
+            logger.warning("%s of this cluster's workers were lost; counting them idle", lost)
+            self._give_back(lost)
+            self._unaccounted -= lost
+        return lost
 
     # --- waiting and housekeeping ------------------------------------------------
 
@@ -169,14 +169,19 @@ class TaskBroker(Broker):
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if now >= self._next_recount:
+            self._next_recount = now + settings.TASKS["LEASE_SECONDS"]
+            self.recount_idle_workers()
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + settings.TASKS["MAINTENANCE_SECONDS"]
         try:
             maintenance.run_maintenance()
+        except DatabaseError:
+            logger.warning("housekeeping failed on the database; next pass on a new connection")
+            connection.close()
         except Exception:
             logger.exception("housekeeping failed")
-            connection.close()
 
     def _package(self, claimed: queue.Claimed) -> dict[str, Any]:
         return {
