@@ -11,10 +11,10 @@ task submitted a moment later is not queued behind it.
 
 Idle workers are counted with a semaphore the cluster's processes share
 (they are forked from the process that builds the broker): the pusher takes
-one per attempt it hands out; the monitor gives it back when django-q2
-acknowledges that attempt's result. A worker process killed mid-task never
-acknowledges: every lease's length the pusher counts what this cluster
-really runs in the table and gives back the slots of the dead.
+one per attempt it hands out; the worker gives it back as the attempt ends
+(django-q2's post_execute_in_worker signal). A worker process killed
+mid-task never does: every lease's length the pusher counts what this
+cluster really runs in the table and gives back the slots of the dead.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from django_q.brokers import Broker
 from django_q.conf import Conf
-from django_q.signals import post_spawn
+from django_q.signals import post_execute_in_worker, post_spawn
 from django_q.signing import SignedPackage
 
 from . import maintenance, queue, worker
@@ -56,6 +56,10 @@ class TaskBroker(Broker):
         self.queues = queue.served_queues()
         self.workers = int(Conf.WORKERS)
         self.free = multiprocessing.BoundedSemaphore(self.workers)
+        # The cluster's worker processes are forked after this: they find the
+        # semaphore here, and give a slot back as each attempt ends.
+        global _worker_slots
+        _worker_slots = self.free
         # Slots held for workers the table says run nothing, at the last recount.
         self._unaccounted = 0
         self._next_recount = 0.0
@@ -87,9 +91,11 @@ class TaskBroker(Broker):
         return [(c.id, SignedPackage.dumps(self._package(c))) for c in claimed]
 
     def acknowledge(self, task_id: Any) -> None:
-        self._give_back(1)
+        # The worker gave its slot back already (_on_attempt_done).
+        pass
 
     def fail(self, task_id: Any) -> None:
+        # A package the pusher could not unpack never reached a worker.
         self._give_back(1)
 
     def queue_size(self) -> int:
@@ -216,9 +222,26 @@ def _listen():
 # --- worker processes ------------------------------------------------------------------
 
 
+_worker_slots: Any = None
+
+
 def connect_worker_signals() -> None:
-    """Start each django-q2 worker process's lease keeper and heartbeat."""
+    """Start each django-q2 worker process's lease keeper and heartbeat, and
+    let it give its slot back as soon as an attempt ends."""
     post_spawn.connect(_on_worker_spawn, dispatch_uid="tasks.worker_spawn")
+    post_execute_in_worker.connect(_on_attempt_done, dispatch_uid="tasks.attempt_done")
+
+
+def _on_attempt_done(sender: Any, **kwargs: Any) -> None:
+    # In the worker process, right after the task function returned: the
+    # pusher may claim the worker's next task at once, instead of after the
+    # result has travelled to the monitor and its acknowledgement back.
+    if _worker_slots is None:
+        return
+    try:
+        _worker_slots.release()
+    except ValueError:  # all free already: a recount got there first
+        pass
 
 
 def _on_worker_spawn(sender: Any, proc_name: str, **kwargs: Any) -> None:

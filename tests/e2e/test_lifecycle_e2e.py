@@ -189,7 +189,11 @@ def test_a_cancelled_queued_task_never_starts(shared_stack, session):
     cancel(delayed)
     # Both workers busy, so the next task waits in the queue.
     busy = [stack.submit(session, "test.sleep", {"seconds": 4}) for _ in range(2)]
-    wait_for(lambda: started_count(stack, session) >= 2, 60, what="two busy workers")
+    wait_for(
+        lambda: all(stack.task(session, t)["started_at"] for t in busy),
+        60,
+        what="both workers busy with these two tasks",
+    )
     waiting = stack.submit(session, "wordcount", {"text": "never"})
     cancel(waiting)
 
