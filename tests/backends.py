@@ -31,9 +31,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def postgres_params(dbname: str | None = None) -> dict:
-    """psycopg connection keywords for the configured server (any database on it)."""
-    db = settings.DATABASES["default"]
+def postgres_params(dbname: str | None = None, *, database: dict | None = None) -> dict:
+    """psycopg connection keywords for the configured server (any database on
+    it), or for the server of `database`, a Django DATABASES entry."""
+    db = database or settings.DATABASES["default"]
     params = {
         "host": db.get("HOST") or None,
         "port": db.get("PORT") or None,

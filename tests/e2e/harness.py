@@ -384,16 +384,7 @@ class Stack:
         return self.database["ENGINE"] == "django.db.backends.postgresql"
 
     def _pg_params(self, dbname: str | None = None) -> dict:
-        db = self.database
-        params = {
-            "host": db.get("HOST") or None,
-            "port": db.get("PORT") or None,
-            "user": db.get("USER") or None,
-            "password": db.get("PASSWORD") or None,
-            "dbname": dbname or db["NAME"],
-            "connect_timeout": 5,
-        }
-        return {key: value for key, value in params.items() if value is not None}
+        return postgres_params(dbname, database=self.database)
 
     def db(self, query: str, params: tuple | list = ()) -> list[tuple]:
         """Run one statement (%s placeholders) on the stack's database from a
