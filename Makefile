@@ -38,7 +38,7 @@ run: migrate
 
 # Production web tier: gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on PORT,
 # all read from the environment or .env by config/gunicorn.conf.py. Run
-# `manage.py qcluster` beside it or on other hosts (README: Scaling out).
+# `manage.py qcluster` beside it or on other hosts (docs/scaling.md).
 serve: migrate
 	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
