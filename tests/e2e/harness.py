@@ -405,21 +405,18 @@ class Stack:
         (PostgreSQL) open on the database for `patience` seconds, as only a
         stopped one would."""
         if self.is_postgres:
-            try:
-                wait_for(
-                    lambda: (
-                        not self.db(
-                            "SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'",
-                            [self.database["NAME"]],
-                        )
-                    ),
-                    patience,
-                    interval=0.05,
-                )
-            except AssertionError:
-                return True
-            return False
+            # The same transaction still open after `patience`: other
+            # processes' short transactions come and go meanwhile.
+            query = (
+                "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = %s "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+            )
+            held = set(self.db(query, [self.database["NAME"]]))
+            deadline = time.monotonic() + patience
+            while held and time.monotonic() < deadline:
+                time.sleep(0.05)
+                held &= set(self.db(query, [self.database["NAME"]]))
+            return bool(held)
         probe = sqlite3.connect(self.database["NAME"], timeout=patience, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
