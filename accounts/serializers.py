@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from rest_framework import serializers
 
 
@@ -40,12 +39,12 @@ class MeSerializer(serializers.Serializer):
     date_joined = serializers.DateTimeField()
 
 
-def token_body(refresh) -> dict:
-    access = str(refresh.access_token)
+def token_body(pair) -> dict:
+    """The answer of /login and /token/refresh for an accounts.tokens.TokenPair."""
     return {
-        "Token": access,
-        "access": access,
-        "refresh": str(refresh),
+        "Token": pair.access,
+        "access": pair.access,
+        "refresh": pair.refresh,
         "token_type": "Bearer",
-        "expires_in": int(settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()),
+        "expires_in": pair.expires_in,
     }

@@ -28,11 +28,12 @@ class RateFromSettings(SimpleRateThrottle):
         return str(rate) if rate is not None else None
 
     def allow_request(self, request, view) -> bool:
+        return self.allow_key(self.get_cache_key(request, view))
+
+    def allow_key(self, key: str | None) -> bool:
+        """Count one request under `key` (None: not counted); False once over the rate."""
         self.rate = self.get_rate()
-        if self.rate is None:
-            return True
-        key = self.get_cache_key(request, view)
-        if key is None:
+        if self.rate is None or key is None:
             return True
         num_requests, duration = self.parse_rate(self.rate)
         if num_requests is None or duration is None:
@@ -77,11 +78,27 @@ class LoginUsernameThrottle(RateFromSettings):
 
     def get_cache_key(self, request, view) -> str | None:
         data = request.data if isinstance(request.data, dict) else {}
-        username = data.get("username")
+        return self.key_for(data.get("username"))
+
+    def key_for(self, username) -> str | None:
         if not isinstance(username, str) or not username.strip():
             return None  # refused by the view anyway; counted by the IP throttle
         ident = username.strip().lower()[:150].encode("utf-8", "replace").hex()
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def login_attempt_wait(request, username) -> float | None:
+    """Count a login attempt made outside the API (the admin's form) on the
+    very counters of `/login`, per client address, then per username, so
+    neither door adds to the other's budget. None if it may go ahead, else
+    the seconds until it may."""
+    by_ip = LoginIPThrottle()
+    if not by_ip.allow_key(by_ip.get_cache_key(request, None)):
+        return by_ip.wait()
+    by_username = LoginUsernameThrottle()
+    if not by_username.allow_key(by_username.key_for(username)):
+        return by_username.wait()
+    return None
 
 
 class TaskCreateThrottle(RateFromSettings):

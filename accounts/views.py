@@ -1,18 +1,19 @@
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import authenticate
+from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from config.errors import ErrorSerializer
+from config.errors import ErrorSerializer, error_body
 
+from . import tokens
 from .serializers import (
     LoginSerializer,
     LogoutSerializer,
@@ -30,7 +31,17 @@ INVALID = "Invalid username or password"
 TOO_MANY = OpenApiResponse(ErrorSerializer, description="Throttled; see Retry-After.")
 
 
-class LoginView(APIView):
+class NoStoreMixin:
+    """Answers carrying credentials must not be kept by any cache (browser,
+    proxy): every answer of the view, errors included, is `no-store`."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
+
+
+class LoginView(NoStoreMixin, APIView):
     """`POST /login {"username", "password"}` -> `{"Token": <access JWT>, ...}`."""
 
     permission_classes = [AllowAny]
@@ -54,24 +65,38 @@ class LoginView(APIView):
         auth=[],
     )
     def post(self, request):
-        data = request.data if isinstance(request.data, dict) else {}
-        username, password = data.get("username"), data.get("password")
-        if not (isinstance(username, str) and isinstance(password, str)) or not (
-            username.strip() and password
-        ):
-            return Response({"error": REQUIRED}, status=status.HTTP_401_UNAUTHORIZED)
-        # Django's backend refuses inactive users as it refuses bad passwords.
-        user = authenticate(request, username=username, password=password)
-        if user is None:
-            return Response({"error": INVALID}, status=status.HTTP_401_UNAUTHORIZED)
-        return Response(token_body(RefreshToken.for_user(user)))
+        user = user_of_credentials(request)
+        if isinstance(user, Response):
+            return user
+        return Response(token_body(tokens.start_session(user)))
 
 
-class TokenRefreshView(APIView):
+def user_of_credentials(request):
+    """The user a login request's `{"username", "password"}` names, or the
+    401 to answer (for /login and the page's session login alike)."""
+    data = request.data if isinstance(request.data, dict) else {}
+    username, password = data.get("username"), data.get("password")
+    if not (isinstance(username, str) and isinstance(password, str)) or not (
+        username.strip() and password
+    ):
+        return Response(
+            error_body(REQUIRED, "not_authenticated"), status=status.HTTP_401_UNAUTHORIZED
+        )
+    # Django's backend refuses inactive users as it refuses bad passwords.
+    user = authenticate(request._request, username=username, password=password)
+    if user is None:
+        return Response(
+            error_body(INVALID, "authentication_failed"), status=status.HTTP_401_UNAUTHORIZED
+        )
+    return user
+
+
+class TokenRefreshView(NoStoreMixin, APIView):
     """Trade a refresh token for a new access token and a new refresh token.
 
     Refresh tokens rotate: the one sent is blacklisted and cannot be used
-    again. No Bearer header is needed; the refresh token is the credential.
+    again (of several requests sending it at once, exactly one succeeds).
+    No Bearer header is needed; the refresh token is the credential.
     """
 
     permission_classes = [AllowAny]
@@ -92,32 +117,21 @@ class TokenRefreshView(APIView):
             200: TokensSerializer,
             401: OpenApiResponse(
                 ErrorSerializer,
-                description="Invalid, expired or blacklisted refresh token, or inactive user.",
+                description="Invalid, expired or blacklisted refresh token, a session past "
+                "JWT_SESSION_MAX_SECONDS, or an inactive user.",
             ),
             429: TOO_MANY,
         },
         auth=[],
     )
     def post(self, request):
-        serializer = TokenRefreshSerializer(data=request.data)
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         try:
-            serializer.is_valid(raise_exception=True)
-        except TokenError as exc:
-            raise InvalidToken(exc.args[0]) from exc
-        except get_user_model().DoesNotExist:
-            raise exceptions.AuthenticationFailed(
-                "No active account found for the given token."
-            ) from None
-        tokens = serializer.validated_data
-        return Response(
-            {
-                "Token": tokens["access"],
-                "access": tokens["access"],
-                "refresh": tokens["refresh"],
-                "token_type": "Bearer",
-                "expires_in": int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()),
-            }
-        )
+            pair = tokens.rotate(serializer.validated_data["refresh"])
+        except tokens.SessionError as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from None
+        return Response(token_body(pair))
 
 
 class LogoutView(APIView):

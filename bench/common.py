@@ -107,7 +107,9 @@ class Backend:
         self.pg_database: str | None = None
         self.pg_url = args.pg_url
         if self.name == "pg":
-            self.pg_database = "bench_" + uuid.uuid4().hex[:12]
+            # BENCH_PG_PREFIX: keep runs that share a server apart by name.
+            prefix = os.environ.get("BENCH_PG_PREFIX", "bench_")
+            self.pg_database = prefix + uuid.uuid4().hex[:12]
             pg_admin(self.pg_url, f'CREATE DATABASE "{self.pg_database}"')
             if args.pg_async_commit:
                 pg_admin(
@@ -218,6 +220,25 @@ def owners_for(tasks: int) -> int:
 # --- processes -----------------------------------------------------------------------
 
 
+# What `make serve` runs for each WEB_SERVER (config/gunicorn.conf.py), and
+# gunicorn's stock worker classes for comparison.
+WORKER_CLASSES = ["asgi", "gthread", "sync"]
+
+
+def gunicorn_args(worker_class: str, workers: int, threads: int) -> tuple[str, list[str]]:
+    """The application and gunicorn's options for `worker_class` ("asgi":
+    uvicorn processes over config/asgi.py, as `make serve` runs by default)."""
+    if worker_class == "asgi":
+        return "config.asgi:application", [
+            *("--workers", str(workers)),
+            *("--worker-class", "uvicorn_worker.UvicornWorker"),
+        ]
+    args = ["--workers", str(workers), "--worker-class", worker_class]
+    if worker_class == "gthread":
+        args += ["--threads", str(threads)]
+    return "config.wsgi:application", args
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -283,12 +304,10 @@ class Stack:
         *,
         web_workers: int = 2,
         web_threads: int = 4,
-        worker_class: str = "gthread",
+        worker_class: str = "asgi",
     ) -> None:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-        self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
-        if worker_class == "gthread":
-            self.web_args += ["--threads", str(web_threads)]
+        self.app, self.web_args = gunicorn_args(worker_class, web_workers, web_threads)
         self.logs = workdir / "logs"
         self.logs.mkdir(exist_ok=True)
         self.port = free_port()
@@ -332,7 +351,7 @@ class Stack:
             [
                 "-m",
                 "gunicorn",
-                "config.wsgi:application",
+                self.app,
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 *self.web_args,

@@ -7,7 +7,7 @@ same machine load. No cluster runs: nothing drains.
 
     python -m bench.submit                    # both databases, 2 x 10 s per endpoint
     python -m bench.submit --seconds 2 --backend sqlite
-    python -m bench.submit --worker-class sync   # compare gunicorn worker classes
+    python -m bench.submit --worker-class gthread   # compare gunicorn worker classes
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--web-workers", type=int, default=2)
     p.add_argument("--web-threads", type=int, default=4)
-    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
+    p.add_argument("--worker-class", choices=common.WORKER_CLASSES, default="asgi")
     p.add_argument("--client-procs", type=int, default=2)
     p.add_argument("--client-threads", type=int, default=8)
     args = p.parse_args(argv[1:])

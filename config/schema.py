@@ -8,7 +8,7 @@ once instead of on every view, as is the Retry-After header of a 429.
 
 from __future__ import annotations
 
-from config.errors import MESSAGES
+from config.errors import CODES, MESSAGES
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {
@@ -16,13 +16,19 @@ ERROR_SCHEMA = {
     "description": "The body of every error answer.",
     "properties": {
         "error": {"type": "string", "description": "What went wrong, as a sentence."},
+        "code": {
+            "type": "string",
+            "description": "What went wrong, for programs (more codes may be added):\n"
+            + "\n".join(f"- `{code}`: {meaning}" for code, meaning in CODES.items()),
+            "example": "not_found",
+        },
         "fields": {
             "type": "object",
             "additionalProperties": {},
             "description": "Field-level errors: field name -> messages (or nested fields).",
         },
     },
-    "required": ["error"],
+    "required": ["error", "code"],
 }
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,7 +32,14 @@ if not SECRET_KEY or SECRET_KEY == EXAMPLE_SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8081)
-# gunicorn under `make serve` (config/gunicorn.conf.py): processes x threads.
+# gunicorn under `make serve` (config/gunicorn.conf.py). WEB_SERVER "asgi"
+# (default): WEB_WORKERS uvicorn event-loop processes over config/asgi.py, so
+# idle connections, slow uploads, long-polls and event streams wait on the
+# loop instead of holding a thread (docs/scaling.md). "gthread": the former
+# WSGI tier, WEB_WORKERS processes x WEB_THREADS threads.
+WEB_SERVER = env.str("WEB_SERVER", default="asgi")
+if WEB_SERVER not in ("asgi", "gthread"):
+    raise ImproperlyConfigured(f"WEB_SERVER must be asgi or gthread, not {WEB_SERVER!r}.")
 WEB_WORKERS = env.int("WEB_WORKERS", default=4)
 WEB_THREADS = env.int("WEB_THREADS", default=4)
 
@@ -55,7 +63,8 @@ if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
 SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the dashboard's pages (tasks/admin_site.py).
+    "tasks.admin_site.TaskRunnerAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,17 +73,30 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    # Key generation and hashing; our key model (accounts.APIKey) adds the owner.
+    "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "django_tasks",
+    "corsheaders",
     "accounts",
     "tasks",
+    "webhooks",
+    "web",
     # Apps that bring their own task types (their jobs.py is discovered).
     *env.list("EXTRA_APPS", default=[]),
 ]
 
 MIDDLEWARE = [
+    # Before all: every line a request logs names it (config/logs.py).
+    "config.logs.RequestIdMiddleware",
+    # Outside the rest, so it times and counts every answer, refusals included.
+    "config.http_metrics.HttpMetricsMiddleware",
+    # First: a preflight is answered here, before authentication, and every
+    # answer (errors included) carries the CORS headers a browser needs to read it.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the body: DRF reads the raw stream, so Django's
     # DATA_UPLOAD_MAX_MEMORY_SIZE alone would not cap a JSON body.
@@ -109,6 +131,13 @@ TEMPLATES = [
     },
 ]
 
+# --- CORS: browser apps on other origins ----------------------------------
+# Origins (scheme://host[:port]) whose pages may call the API; none by default.
+# No cookies cross origins: such apps send `Authorization` (a token or API key).
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_ALLOW_HEADERS = [*default_cors_headers, "idempotency-key"]
+CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Request-ID"]
+
 # --- Database -------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
@@ -126,9 +155,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Throttle counters live here. The default (memory) is per process: with
-# several web processes or hosts, point CACHE_URL at Redis so they share counts.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttle counters live here, and must be shared by every web process. Unset,
+# they are kept in the database, which every process and host already shares
+# (accounts/counters.py says why not Django's database cache); CACHE_URL may
+# point at Redis instead. locmemcache:// counts per process: one process only.
+_cache_url = env.str("CACHE_URL", default="")
+CACHES = {
+    "default": env.cache_url_config(_cache_url)
+    if _cache_url
+    else {"BACKEND": "accounts.counters.DatabaseCounterCache"}
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -152,6 +188,11 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.authentication.APIKeyAuthentication",
+        # The page at / (web/) and the admin's login: a session cookie, with
+        # CSRF enforced on unsafe methods. Last, so a request without
+        # credentials is told to send a Bearer token (WWW-Authenticate).
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -179,6 +220,9 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY,
     "ALGORITHM": "HS256",
 }
+# A login session (a chain of rotated refresh tokens) ends this long after the
+# login, however often it is refreshed (accounts/tokens.py).
+JWT_SESSION_MAX_SECONDS = env.int("JWT_SESSION_MAX_SECONDS", default=7 * 86400)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Task Runner API",
@@ -194,6 +238,15 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.finish_schema",
+        "tasks.api.schema.typed_task_bodies",
+    ],
+    # Tasks first: what most readers come for.
+    "TAGS": [
+        {"name": "tasks", "description": "Start tasks, follow them, fetch their output."},
+        {"name": "original", "description": "The first routes, kept as they were."},
+        {"name": "api keys", "description": "Keys for programs: `Authorization: Api-Key`."},
+        {"name": "accounts", "description": "Log in, refresh and revoke tokens."},
+        {"name": "operations", "description": "Health and metrics."},
     ],
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     "ENUM_NAME_OVERRIDES": {
@@ -205,7 +258,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Tasks ----------------------------------------------------------------
 TASKS = {
-    # How long the seed's demo task runs (what an empty `POST /tasks` starts).
+    # How long the demo task runs (what an empty `POST /tasks` starts).
     "DEFAULT_SECONDS": env.float("TASK_DEFAULT_SECONDS", default=60.0),
     # Timeout for a type that sets none, and the most a request may ask for.
     "DEFAULT_TIMEOUT": env.int("TASK_DEFAULT_TIMEOUT", default=300),
@@ -235,16 +288,73 @@ TASKS = {
     "MAX_LOST_REQUEUES": env.int("TASK_MAX_LOST_REQUEUES", default=3),
     # A worker whose heartbeat is older than this is not counted as alive.
     "WORKER_STALE_SECONDS": env.float("TASK_WORKER_STALE_SECONDS", default=30.0),
+    # Heartbeats silent for this long are deleted (until then they show as dead).
+    "WORKER_PRUNE_SECONDS": env.int("TASK_WORKER_PRUNE_SECONDS", default=86400),
     # /metrics reports durations and finished counts over this sliding window.
     "METRICS_WINDOW_SECONDS": env.float("TASK_METRICS_WINDOW_SECONDS", default=300.0),
+    # Schedules: how often each cluster looks for due ones (a fire starts
+    # within about this long of its time), and the most missed times one
+    # schedule with catch_up "all" fires after downtime.
+    "SCHEDULE_POLL_SECONDS": env.float("TASK_SCHEDULE_POLL_SECONDS", default=0.25),
+    "SCHEDULE_MAX_CATCH_UP": env.int("TASK_SCHEDULE_MAX_CATCH_UP", default=100),
+    # Most tasks one `POST /tasks/batch` may create.
+    "MAX_BATCH": env.int("TASK_MAX_BATCH", default=1000),
+    # How long finished tasks are kept for types that set no `retention`
+    # (e.g. "30d", "12h"; empty: forever). Housekeeping purges the rest.
+    "RETENTION": env.str("TASK_RETENTION", default=""),
+    # Log lines (ctx.log) kept per task: at most this many lines and bytes;
+    # the oldest are dropped first, leaving a marker line.
+    "MAX_LOG_LINES": env.int("TASK_MAX_LOG_LINES", default=1000),
+    "MAX_LOG_BYTES": env.int("TASK_MAX_LOG_BYTES", default=256 * 1024),
+    # Event streams (/events, /tasks/{id}/events): how often one looks for
+    # changes, the keep-alive comment after this long without events, and
+    # the longest a stream stays open (the client reconnects with Last-Event-ID).
+    "EVENTS_POLL_SECONDS": env.float("TASK_EVENTS_POLL_SECONDS", default=1.0),
+    "EVENTS_KEEPALIVE_SECONDS": env.float("TASK_EVENTS_KEEPALIVE_SECONDS", default=15.0),
+    "EVENTS_MAX_SECONDS": env.float("TASK_EVENTS_MAX_SECONDS", default=300.0),
 }
+# django.tasks (the django-tasks package): Django code's `@task` functions run
+# on this service's workers (tasks/django_tasks.py). django-tasks' own setting
+# name, TASKS, is the one above, so it reads this one instead (tasks/apps.py).
+TASK_BACKENDS = {"default": {"BACKEND": "tasks.django_tasks.TaskRunnerBackend"}}
 # A Prometheus scraper sends `Authorization: Bearer <METRICS_TOKEN>`; empty
 # means only staff users' access tokens may read /metrics.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A directory (empty at start) where each web process writes its HTTP request
+# metrics, so /metrics adds up every process (config/http_metrics.py). Empty:
+# kept in memory, right for one process; `make serve` (gunicorn, WEB_WORKERS
+# processes) makes one itself. prometheus_client reads the same variable.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory: create it "
+        "(empty) or leave the variable unset."
+    )
+# Unrevoked API keys one user may hold at once (0: no limit).
+API_KEYS_MAX_PER_USER = env.int("API_KEYS_MAX_PER_USER", default=100)
 # Largest request body (bytes); bigger ones get a 413 JSON error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 # Deepest nesting of arrays/objects a JSON body may have.
 MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
+
+# Webhooks (docs/webhooks.md). Targets that resolve to loopback, private or
+# link-local addresses are refused unless WEBHOOK_ALLOW_PRIVATE (local
+# receivers, tests). A delivery is retried with exponential backoff from
+# WEBHOOK_RETRY_BASE_SECONDS up to WEBHOOK_RETRY_MAX_SECONDS between tries,
+# until WEBHOOK_MAX_AGE_HOURS after its event; the sender in each cluster
+# looks for due deliveries every WEBHOOK_POLL_SECONDS; WEBHOOK_MAX_PER_USER
+# caps one user's webhooks (0: no cap).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_MAX_AGE_HOURS = env.float("WEBHOOK_MAX_AGE_HOURS", default=24.0)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_POLL_SECONDS = env.float("WEBHOOK_POLL_SECONDS", default=1.0)
+WEBHOOK_MAX_PER_USER = env.int("WEBHOOK_MAX_PER_USER", default=20)
+# Delivered and failed deliveries (with their attempts) are kept this long (0: forever).
+WEBHOOK_KEEP_DAYS = env.int("WEBHOOK_KEEP_DAYS", default=7)
+# False: this host's clusters send no webhooks (those of another host do).
+WEBHOOK_SEND = env.bool("WEBHOOK_SEND", default=True)
 
 # --- django-q2: the process pool --------------------------------------------
 # The task table is the queue: each cluster's broker (tasks.cluster.TaskBroker)
@@ -279,18 +389,39 @@ Q_CLUSTER = {
     "broker_class": "tasks.cluster.TaskBroker",
     # django-q2 keeps its own (unused) result rows and statistics here.
     "orm": "default",
+    # ... and its cluster statistics (qinfo, qmonitor) in a cache. The
+    # database's throttle counters hold integers only: without CACHE_URL,
+    # no cache (an alias that does not exist turns them off).
+    "cache": "default" if _cache_url else "",
 }
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" text lines, or "json": one JSON object per line, with the request id
+# on a request's lines and the task id and attempt on a worker's.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "filters": {"context": {"()": "config.logs.ContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # runserver's line per request, in the same format as the rest.
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 

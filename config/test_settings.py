@@ -9,7 +9,7 @@ os.environ.setdefault("DEBUG", "False")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 
 from .settings import *  # noqa: F403
-from .settings import Q_CLUSTER, REST_FRAMEWORK, TASKS
+from .settings import CACHES, Q_CLUSTER, REST_FRAMEWORK, TASKS
 
 # django-q2 runs each task in the request that enqueued it.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
@@ -22,6 +22,10 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": dict.fromkeys(REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "10000/min"),
 }
+if CACHES["default"]["BACKEND"] == "accounts.counters.DatabaseCounterCache":
+    # The suite is one process, and clears the cache around every test, also
+    # tests without a database; tests of the database counters choose them.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not Django's default in-memory test database: tests that race
     # real threads need SQLite's busy timeout, which a shared-cache in-memory
@@ -30,3 +34,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     _test_db_dir = tempfile.mkdtemp(prefix="task-runner-test-")
     atexit.register(shutil.rmtree, _test_db_dir, ignore_errors=True)
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(_test_db_dir, "test.sqlite3")}  # noqa: F405
+
+# Tests that drive a broker's housekeeping must not leave a webhook sender
+# thread polling the test database; tests send with webhooks.delivery directly.
+WEBHOOK_SEND = False

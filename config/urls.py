@@ -16,6 +16,9 @@ urlpatterns = [
     ),
     path("", include("accounts.urls")),
     path("", include("tasks.api.urls")),
+    path("", include("webhooks.api.urls")),
+    # The page for users at / and its session login (browsers, not API clients).
+    path("", include("web.urls")),
     # Last: any other path is a JSON 404, whatever DEBUG says.
     re_path(r"^", unknown_route, name="unknown-route"),
 ]

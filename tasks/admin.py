@@ -12,24 +12,98 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
 from django.db.models.fields.json import KT
-from django.http import HttpResponseNotAllowed
+from django.http import HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.views.decorators.cache import never_cache
 
-from . import selectors, services
-from .models import Status, Task, WorkerHeartbeat
+from config.errors import json_error
 
-STATUS_COLOURS = {
-    Status.QUEUED: "#666",
-    Status.IN_PROGRESS: "#1f6fb2",
-    Status.COMPLETED: "#2e7d32",
-    Status.FAILED: "#c62828",
-    Status.CANCELLED: "#b26a00",
-}
+from . import display, registry, schedules, selectors, services
+from .display import STATUS_COLOURS
+from .models import Schedule, Status, Task, WorkerHeartbeat
+
+# Log lines the task page shows (the API pages through all of them).
+LOG_TAIL = 200
+# How often an unfinished task's page fetches its progress and new log lines.
+LIVE_REFRESH_MS = 2000
+
+
+class QueueFilter(admin.SimpleListFilter):
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        # The queues the task types name and those holding queued tasks:
+        # a handful, without a DISTINCT over the whole table.
+        names = {t.queue for t in registry.all_types()} | set(selectors.queue_depths())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(queue=self.value())
+        return queryset
+
+
+class WorkerFilter(admin.SimpleListFilter):
+    title = "worker"
+    parameter_name = "worker"
+
+    def lookups(self, request, model_admin):
+        names = [w.heartbeat.name for w in selectors.live_workers()]
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(worker=self.value())
+        return queryset
+
+
+class ClusterFilter(admin.SimpleListFilter):
+    title = "claimed by (cluster)"
+    parameter_name = "claimed_by"
+
+    def lookups(self, request, model_admin):
+        names = selectors.clusters_claiming()
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(claimed_by=self.value())
+        return queryset
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """Lists the users with unfinished tasks (a bounded list, however many
+    users there are); any user's tasks are at ?owner=<id>."""
+
+    title = "owner"
+    parameter_name = "owner"
+
+    def lookups(self, request, model_admin):
+        choices = [(str(pk), name) for pk, name in selectors.owners_with_unfinished_tasks()]
+        value = self.value()
+        if value and value.isdigit() and value not in {pk for pk, _ in choices}:
+            choices.append((value, f"user {value}"))
+        return choices
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit() or int(value) > 2**63 - 1:
+            return queryset.none()
+        return queryset.filter(owner_id=int(value))
 
 
 def pretty(value) -> str:
@@ -59,12 +133,26 @@ class TaskAdmin(admin.ModelAdmin):
         "owner_link",
         "progress_display",
         "attempts",
-        "created_at",
+        "queue",
+        "worker",
+        "created_ago",
+        "run_at_display",
+        "started_ago",
+        "finished_ago",
         "duration_display",
         "error_summary",
     ]
     list_display_links = ["id", "type"]
-    list_filter = ["status", "type", "cancel_requested", "created_at"]
+    list_filter = [
+        "status",
+        "type",
+        QueueFilter,
+        OwnerFilter,
+        WorkerFilter,
+        ClusterFilter,
+        "cancel_requested",
+        "created_at",
+    ]
     search_fields = ["type", "owner__username", "idempotency_key", "worker"]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
@@ -103,6 +191,7 @@ class TaskAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Log", {"fields": ["log_tail"]}),
         (
             "Times",
             {
@@ -162,6 +251,21 @@ class TaskAdmin(admin.ModelAdmin):
             rows,
         )
 
+    @admin.display(description="last log lines")
+    def log_tail(self, task):
+        lines = selectors.last_log_lines_of(task=task, count=LOG_TAIL)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+            ((ln.seq, ln.at, ln.attempt or "-", ln.level, ln.message) for ln in lines),
+        )
+        # Rendered even when empty: the page appends the lines a running task writes.
+        return format_html(
+            '<table id="task-log"><thead><tr><th>#</th><th>at</th><th>attempt</th><th>level</th>'
+            "<th>message</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if term.isdigit():
@@ -185,14 +289,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, task):
-        label = format_html(
-            '<strong style="color: {}">{}</strong>',
-            STATUS_COLOURS.get(task.status, "inherit"),
-            task.get_status_display(),
-        )
-        if task.cancel_requested and not task.is_finished:
-            return format_html("{} (cancel requested)", label)
-        return label
+        return display.status_label(task)
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_link(self, task):
@@ -202,9 +299,23 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress", ordering="progress")
     def progress_display(self, task):
-        if task.progress_message:
-            return f"{task.progress}% · {Truncator(task.progress_message).chars(40)}"
-        return f"{task.progress}%"
+        return display.progress_bar(task)
+
+    @admin.display(description="created", ordering="created_at")
+    def created_ago(self, task):
+        return display.relative_time(task.created_at)
+
+    @admin.display(description="run at", ordering="run_at")
+    def run_at_display(self, task):
+        return display.relative_time(task.run_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started_ago(self, task):
+        return display.relative_time(task.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished_ago(self, task):
+        return display.relative_time(task.finished_at)
 
     @admin.display(description="duration")
     def duration_display(self, task):
@@ -273,6 +384,8 @@ class TaskAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.retry_view),
                 name="tasks_task_retry",
             ),
+            # JSON, so not behind admin_view (it would redirect to the login page).
+            path("<path:object_id>/live/", self.live_view, name="tasks_task_live"),
         ]
         return own + super().get_urls()
 
@@ -291,7 +404,56 @@ class TaskAdmin(admin.ModelAdmin):
                 for name, label, url_name in buttons
             ],
         }
+        if task is not None and not task.is_finished:
+            last = selectors.last_log_lines_of(task=task, count=1)
+            extra_context["task_live"] = {
+                "url": reverse("admin:tasks_task_live", args=[task.pk]),
+                "after": last[0].seq if last else 0,
+                "every_ms": LIVE_REFRESH_MS,
+                "keep_lines": LOG_TAIL,
+            }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @method_decorator(never_cache)
+    def live_view(self, request, object_id):
+        """A task's status, progress and log lines after `?after=<seq>`, as
+        JSON, for its page to follow it while it runs."""
+        if request.method not in ("GET", "HEAD"):
+            return json_error(request, 405)
+        if not request.user.is_authenticated:
+            return json_error(request, 401, "Log in to the admin first.", "not_authenticated")
+        if not (self.admin_site.has_permission(request) and self.has_view_permission(request)):
+            return json_error(request, 403, "Only staff who may view tasks can follow one.")
+        after = request.GET.get("after", "0")
+        if not after.isdigit() or int(after) > 2**31:
+            return json_error(request, 400, "`after` must be a log line number (0 or more).")
+        task = None
+        if object_id.isdigit() and int(object_id) <= 2**63 - 1:
+            task = Task.objects.filter(pk=int(object_id)).first()
+        if task is None:
+            return json_error(request, 404, f"No task with id {object_id!r}.")
+        lines = selectors.log_lines_of(task=task, after=int(after), limit=LOG_TAIL)
+        return JsonResponse(
+            {
+                "id": task.pk,
+                "status": task.status,
+                "finished": task.is_finished,
+                "progress": task.progress,
+                "progress_message": task.progress_message,
+                "status_html": display.status_label(task),
+                "progress_html": display.progress_bar(task),
+                "lines": [
+                    {
+                        "seq": line.seq,
+                        "at": line.at.isoformat(),
+                        "attempt": line.attempt or "-",
+                        "level": line.level,
+                        "message": line.message,
+                    }
+                    for line in lines
+                ],
+            }
+        )
 
     def cancel_view(self, request, object_id):
         return self._task_button(request, object_id, services.cancel_task)
@@ -345,23 +507,204 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ["name", "alive", "host", "pid", "started_at", "last_seen", "running_tasks"]
+    """Worker processes, newest heartbeat first. A silent one stays listed as
+    dead until housekeeping prunes it (TASK_WORKER_PRUNE_SECONDS, a day)."""
+
+    list_display = [
+        "name",
+        "alive",
+        "last_seen_ago",
+        "current_task",
+        "host",
+        "pid",
+        "started_ago",
+    ]
     readonly_fields = ["name", "host", "pid", "started_at", "last_seen"]
     ordering = ["-last_seen"]
+
+    def get_queryset(self, request):
+        # The task each worker runs now, in the list's one query: a lookup
+        # per row on the in-progress tasks (a range on the status index).
+        running = Task.objects.filter(status=Status.IN_PROGRESS, worker=OuterRef("name")).order_by(
+            "id"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                running_id=Subquery(running.values("pk")[:1]),
+                running_type=Subquery(running.values("type")[:1]),
+                running_progress=Subquery(running.values("progress")[:1]),
+            )
+        )
 
     @admin.display(boolean=True, description="alive")
     def alive(self, beat):
         stale = timedelta(seconds=settings.TASKS["WORKER_STALE_SECONDS"])
         return beat.last_seen >= timezone.now() - stale
 
-    @admin.display(description="running tasks")
-    def running_tasks(self, beat):
+    @admin.display(description="last heartbeat", ordering="last_seen")
+    def last_seen_ago(self, beat):
+        return display.relative_time(beat.last_seen)
+
+    @admin.display(description="started", ordering="started_at")
+    def started_ago(self, beat):
+        return display.relative_time(beat.started_at)
+
+    @admin.display(description="running")
+    def current_task(self, beat):
+        if getattr(beat, "running_id", None) is None:
+            return "-"
         query = urlencode({"worker": beat.name, "status__exact": Status.IN_PROGRESS})
-        url = reverse("admin:tasks_task_changelist") + "?" + query
-        return format_html('<a href="{}">tasks in progress</a>', url)
+        return format_html(
+            '<a href="{}">Task {}</a> {} ({}%) · <a href="{}">all its tasks in progress</a>',
+            reverse("admin:tasks_task_change", args=[beat.running_id]),
+            beat.running_id,
+            beat.running_type,
+            beat.running_progress,
+            reverse("admin:tasks_task_changelist") + "?" + query,
+        )
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules are created and edited through the API, where every field is
+    validated; here operators see them, and enable, disable or fire them."""
+
+    list_display = [
+        "id",
+        "__str__",
+        "type",
+        "when",
+        "time_zone",
+        "enabled",
+        "owner_link",
+        "next_run_at",
+        "last_fired_at",
+        "fired_count",
+        "skipped_count",
+    ]
+    list_display_links = ["id", "__str__"]
+    list_filter = ["enabled", "type", "catch_up", "overlap"]
+    search_fields = ["name", "type", "owner__username"]
+    list_select_related = ["owner"]
+    actions = ["enable_selected", "disable_selected", "run_selected"]
+    readonly_fields = [
+        "id",
+        "name",
+        "owner",
+        "type",
+        "args_pretty",
+        "cron",
+        "interval_seconds",
+        "time_zone",
+        "enabled",
+        "catch_up",
+        "overlap",
+        "timeout",
+        "max_retries",
+        "priority",
+        "concurrency_key",
+        "next_run_at",
+        "last_fired_at",
+        "fired_count",
+        "skipped_count",
+        "created_at",
+        "updated_at",
+        "recent_tasks",
+    ]
+    fields = list(readonly_fields)
+    # How many of its latest tasks a schedule's page lists.
+    RECENT = 20
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_link(self, schedule):
+        opts = schedule.owner._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[schedule.owner_id])
+        return format_html('<a href="{}">{}</a>', url, schedule.owner)
+
+    @admin.display(description="args")
+    def args_pretty(self, schedule):
+        return pretty(schedule.args)
+
+    @admin.display(description="recent tasks")
+    def recent_tasks(self, schedule):
+        rows = (
+            Task.objects.filter(schedule=schedule)
+            .order_by("-scheduled_for")
+            .only("pk", "status", "scheduled_for", "started_at", "finished_at")[: self.RECENT]
+        )
+        if not rows:
+            return "-"
+        items = format_html_join(
+            "",
+            '<li><a href="{}">Task {}</a> for {}: <strong style="color: {}">{}</strong></li>',
+            (
+                (
+                    reverse("admin:tasks_task_change", args=[task.pk]),
+                    task.pk,
+                    task.scheduled_for.isoformat(timespec="seconds") if task.scheduled_for else "-",
+                    STATUS_COLOURS.get(task.status, "inherit"),
+                    task.get_status_display(),
+                )
+                for task in rows
+            ),
+        )
+        url = (
+            reverse("admin:tasks_task_changelist")
+            + "?"
+            + urlencode({"schedule__id__exact": schedule.pk})
+        )
+        return format_html(
+            '<ul style="margin: 0">{}</ul><a href="{}">all its tasks</a>', items, url
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # The page is read-only; the "change" permission is what the actions need.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def _apply(self, request, queryset, verb: str, change) -> None:
+        done, refused = 0, []
+        for schedule in queryset.select_related("owner"):
+            try:
+                change(schedule)
+                done += 1
+            except services.ServiceError as exc:
+                refused.append(f"#{schedule.pk}: {exc.message}")
+        if done:
+            self.message_user(request, f"{verb} {done} schedule(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Refused " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Enable selected schedules", permissions=["change"])
+    def enable_selected(self, request, queryset):
+        self._apply(
+            request,
+            queryset,
+            "Enabled",
+            lambda s: schedules.update_schedule(schedule=s, enabled=True),
+        )
+
+    @admin.action(description="Disable selected schedules", permissions=["change"])
+    def disable_selected(self, request, queryset):
+        self._apply(
+            request,
+            queryset,
+            "Disabled",
+            lambda s: schedules.update_schedule(schedule=s, enabled=False),
+        )
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_selected(self, request, queryset):
+        self._apply(request, queryset, "Fired", lambda s: schedules.run_schedule(schedule=s))

@@ -35,6 +35,8 @@ from django_q.conf import Conf
 from django_q.signals import post_execute_in_worker, post_spawn
 from django_q.signing import SignedPackage
 
+from webhooks import delivery as webhook_delivery
+
 from . import maintenance, queue, worker
 from .models import Status, Task
 
@@ -64,6 +66,7 @@ class TaskBroker(Broker):
         self._unaccounted = 0
         self._next_recount = 0.0
         self._next_maintenance = 0.0
+        self._next_schedules = 0.0
         self._listener: Any = None
 
     # --- what django-q2's pusher and monitor call --------------------------------
@@ -158,7 +161,9 @@ class TaskBroker(Broker):
         try:
             if self._listener is None:
                 self._listener = _listen()
-            for _ in self._listener.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
+            # Awake again in time to look for due schedules.
+            timeout = min(LISTEN_TIMEOUT, max(self._next_schedules - time.monotonic(), 0.01))
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                 pass
         except Exception:
             logger.warning("listening for new work failed; polling", exc_info=True)
@@ -175,12 +180,30 @@ class TaskBroker(Broker):
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if now >= self._next_schedules:
+            # Its own, faster timer: a fire must start within a second of its
+            # time, and looking for due schedules is one read of an index.
+            self._next_schedules = now + settings.TASKS["SCHEDULE_POLL_SECONDS"]
+            try:
+                maintenance.fire_schedules()
+            except DatabaseError:
+                logger.warning(
+                    "firing schedules failed on the database; next on a new connection",
+                    exc_info=True,
+                )
+                connection.close()
+            except Exception:
+                logger.exception("firing schedules failed")
         if now >= self._next_recount:
             self._next_recount = now + settings.TASKS["LEASE_SECONDS"]
             self.recount_idle_workers()
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + settings.TASKS["MAINTENANCE_SECONDS"]
+        # Webhooks are sent from a thread of their own: a slow receiver
+        # delays neither claims nor housekeeping.
+        if settings.WEBHOOK_SEND and not queue.is_inline():
+            webhook_delivery.ensure_sender()
         try:
             maintenance.run_maintenance()
         except DatabaseError:

@@ -8,11 +8,14 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
-from . import lifecycle
+from . import lifecycle, logs
 
 # The shortest nap `TaskContext.sleep` takes between cancellation checks.
 SLEEP_SLICE = 0.05
+# A burst of log lines is stored in writes of at most this many.
+LOG_BATCH = 100
 
 
 class TaskCancelled(Exception):
@@ -45,6 +48,13 @@ class TaskContext:
         self._pending: tuple[int, str] | None = None
         # Set by the lease keeper (or a refused write) when the attempt is gone.
         self.lost = threading.Event()
+        self._dependency_outputs: dict[int, Any] | None = None
+        # Log lines not yet stored. The task's thread and the lease keeper
+        # both flush; one flush at a time keeps the lines in order.
+        self._log_buffer: list[logs.Line] = []
+        self._log_lock = threading.Lock()
+        self._log_flush_lock = threading.Lock()
+        self._last_log_write = float("-inf")
 
     def _raise_if_lost(self) -> None:
         if self.lost.is_set():
@@ -88,5 +98,53 @@ class TaskContext:
             time.sleep(min(left, step))
         self.check_cancelled()
 
+    @property
+    def dependency_outputs(self) -> dict[int, Any]:
+        """The outputs of the tasks this one depends on, by id (None for one
+        that did not complete: see on_dependency_failure). Read once."""
+        if self._dependency_outputs is None:
+            from . import dependencies
+
+            self._dependency_outputs = dependencies.outputs_of_parents(self.task_id)
+        return self._dependency_outputs
+
     def log(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+        """Write a line to the task's log (GET /tasks/{id}/logs) and to the
+        worker's output. Stored in batches: at most every PROGRESS_INTERVAL,
+        every LOG_BATCH lines, and at the end of the attempt."""
         self.logger.log(level, "task %s: " + message, self.task_id, *args)
+        try:
+            text = message % args if args else message
+        except (TypeError, ValueError):
+            text = " ".join([message, *map(str, args)])
+        line = logs.Line(
+            at=timezone.now(),
+            level=logging.getLevelName(level) if isinstance(level, int) else str(level),
+            attempt=self.attempt,
+            message=str(text),
+        )
+        with self._log_lock:
+            self._log_buffer.append(line)
+            due = len(self._log_buffer) >= LOG_BATCH
+        if due or time.monotonic() - self._last_log_write >= self._interval:
+            try:
+                self.flush_logs()
+            except Exception:
+                # Logging never fails a task; the lines wait for the next flush.
+                self.logger.warning("log lines not stored yet", exc_info=True)
+
+    def flush_logs(self) -> None:
+        """Store the buffered log lines now."""
+        with self._log_flush_lock:
+            with self._log_lock:
+                lines, self._log_buffer = self._log_buffer, []
+            if not lines:
+                return
+            self._last_log_write = time.monotonic()
+            try:
+                lifecycle.record_logs(task_id=self.task_id, lines=lines)
+            except Exception:
+                # Kept for the next flush (the end of the attempt at the latest).
+                with self._log_lock:
+                    self._log_buffer[:0] = lines
+                raise

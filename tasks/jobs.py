@@ -28,16 +28,23 @@ class DemoArgs(serializers.Serializer):
 @task_type(
     DEFAULT_TYPE,
     args=DemoArgs,
-    description="The seed's long demo task: works for "
+    example={"seconds": 5},
+    description="The long demo task: works for "
     "`seconds` seconds, reporting progress, then answers with a greeting.",
 )
 def demo(ctx, seconds: float | None = None):
     seconds = settings.TASKS["DEFAULT_SECONDS"] if seconds is None else seconds
     started = time.monotonic()
     steps = max(1, min(100, int(seconds * 4)))
+    logged = 0
     for step in range(1, steps + 1):
         ctx.sleep(seconds / steps)
-        ctx.progress(100 * step / steps, f"step {step} of {steps}")
+        percent = 100 * step / steps
+        ctx.progress(percent, f"step {step} of {steps}")
+        # A line per 10% (however many steps that takes).
+        while logged + 10 <= percent:
+            logged += 10
+            ctx.log("%d%% done (step %d of %d)", logged, step, steps)
     return {"message": "Task completed", "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -51,6 +58,7 @@ class PrimesArgs(serializers.Serializer):
     "primes",
     args=PrimesArgs,
     timeout=600,
+    example={"limit": 1_000_000},
     description="Counts the prime numbers below `limit` (a sieve, in chunks, "
     "with progress) and returns the count and the largest one.",
 )
@@ -104,6 +112,7 @@ class TextArgs(serializers.Serializer):
     "wordcount",
     args=TextArgs,
     timeout=60,
+    example={"text": "the cat sat on the mat", "top": 3},
     description="Counts the lines, words and characters of `text`, its most common "
     "words and its SHA-256.",
 )

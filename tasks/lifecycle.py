@@ -24,6 +24,9 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 from django.db.models import F
 from django.utils import timezone
 
+from webhooks import outbox
+
+from . import dependencies, logs
 from .models import Status, Task, TaskAttempt
 
 logger = logging.getLogger(__name__)
@@ -72,12 +75,21 @@ def start_attempt(
     claim = _current(task_id, attempt).filter(started_at__isnull=True, lease_expires_at__gt=now)
     if claimed_by is not None:
         claim = claim.filter(claimed_by=claimed_by)
-    return bool(
-        persistently(
-            lambda: claim.update(started_at=now, worker=worker, lease_expires_at=lease, error=None),
-            what=f"task {task_id}: start",
-        )
-    )
+    changes = {"started_at": now, "worker": worker, "lease_expires_at": lease, "error": None}
+
+    def write() -> int:
+        # An owner without webhooks: one UPDATE, as it always was.
+        if claim.filter(outbox.unwatched()).update(**changes):
+            return 1
+        # Its owner has webhooks (or the claim is no longer ours): the event
+        # is recorded in the transaction of the start.
+        with transaction.atomic():
+            started = claim.update(**changes)
+            if started:
+                outbox.task_event(outbox.STARTED, task_id)
+            return started
+
+    return bool(persistently(write, what=f"task {task_id}: start"))
 
 
 def renew_lease(*, task_id: int, attempt: int) -> bool:
@@ -100,6 +112,14 @@ def report_progress(*, task_id: int, attempt: int, percent: int, message: str) -
             ),
             what=f"task {task_id}: progress",
         )
+    )
+
+
+def record_logs(*, task_id: int, lines: list[logs.Line]) -> int:
+    """Store a task's buffered log lines (any attempt's: a line is true even
+    when its attempt was taken over). Returns how many were stored."""
+    return persistently(
+        lambda: logs.append(task_id=task_id, lines=lines), what=f"task {task_id}: log lines"
     )
 
 
@@ -141,19 +161,32 @@ def complete_attempt(*, task_id: int, attempt: int, output: Any) -> bool:
     is no longer ours (reaped, or finished by another delivery). The
     completed row itself records where and when its last attempt ran."""
     output, truncated = limit_output(output)
-    return bool(
-        persistently(
-            lambda: _current(task_id, attempt).transition(
-                Status.COMPLETED,
-                output=output,
-                output_truncated=truncated,
-                progress=100,
-                finished_at=timezone.now(),
-                lease_expires_at=None,
-            ),
-            what=f"task {task_id}: completion",
-        )
-    )
+
+    def write() -> int:
+        changes = {
+            "output": output,
+            "output_truncated": truncated,
+            "progress": 100,
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        }
+        # Nobody waits for most tasks, nor watches them: one UPDATE, as it
+        # always was.
+        current = _current(task_id, attempt)
+        quiet = current.filter(outbox.unwatched(), has_dependants=False)
+        if quiet.transition(Status.COMPLETED, **changes):
+            return 1
+        # Some task depends on this one, or its owner has webhooks (or the
+        # attempt is no longer ours): one transaction with the release of the
+        # tasks waiting for it and the webhook events.
+        with transaction.atomic():
+            moved = current.transition(Status.COMPLETED, **changes)
+            if moved:
+                outbox.task_event(outbox.COMPLETED, task_id)
+                dependencies.parents_finished([task_id])
+            return moved
+
+    return bool(persistently(write, what=f"task {task_id}: completion"))
 
 
 def backoff_seconds(retry_number: int) -> float:
@@ -234,6 +267,12 @@ def end_attempt(
             moved = same.transition(target, error=error, lease_expires_at=None, **changes)
             if not moved:
                 return None
+            if target != Status.QUEUED:
+                # Before its dependants' events: receivers see causes first.
+                outbox.task_event(outbox.FOR_STATUS[target], task_id, owner_id=task.owner_id)
+            if target != Status.QUEUED and task.has_dependants:
+                # Failed or cancelled: its dependants are cancelled (or run).
+                dependencies.parents_finished([task_id])
             TaskAttempt.objects.create(
                 task_id=task_id,
                 number=attempt,

@@ -1,9 +1,10 @@
-"""The /metrics page: task statistics in the Prometheus text format (0.0.4).
+"""The /metrics page: task statistics in the Prometheus text format (0.0.4),
+followed by the web tier's HTTP request metrics (config/http_metrics.py).
 
-Everything is computed at scrape time from the database (the Task rows are
-the record, and the web server runs several processes, so in-process
-counters would each see only a slice). Every query is one aggregate on an
-index; see the selectors.
+The task statistics are computed at scrape time from the database (the Task
+rows are the record, and tasks are finished by worker processes on any
+host, which no web process sees). Every query is one aggregate on an index;
+see the selectors.
 
 Task durations are a histogram over a sliding window: the tasks that
 finished in the last METRICS_WINDOW_SECONDS. Cumulative counters would need
@@ -23,6 +24,8 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from config import http_metrics
 
 from . import selectors
 from .models import Status
@@ -104,7 +107,9 @@ def _le(bound: float) -> str:
 
 
 def render() -> bytes:
-    """The metrics page body, freshly computed."""
+    """The metrics page body, freshly computed: the tasks, then the web tier's
+    HTTP requests (config.http_metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TaskCollector())
+    http_metrics.register(registry)
     return generate_latest(registry)

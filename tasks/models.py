@@ -44,6 +44,11 @@ DEFAULT_QUEUE = "default"
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 
 
+class DependencyFailure(models.TextChoices):
+    CANCEL = "cancel", "Cancel the dependant"
+    RUN = "run", "Run the dependant anyway"
+
+
 class IllegalTransition(Exception):
     pass
 
@@ -116,6 +121,22 @@ class Task(models.Model):
 
     # When the task may start: at once, a delayed run, or a retry's backoff.
     run_at = models.DateTimeField(default=timezone.now)
+    # Queued but not claimable: some task it depends on has not completed
+    # yet (tasks.dependencies). Part of the claim index's condition, so the
+    # claim never reads a waiting task.
+    # db_default too: rows inserted by plain SQL (bulk loads) get it as well.
+    waiting = models.BooleanField(default=False, db_default=False)
+    # Some task depends on this one: set when such a task is created (which
+    # locks this row), so that completing a task nobody waits for stays one
+    # UPDATE (tasks.lifecycle.complete_attempt).
+    has_dependants = models.BooleanField(default=False, db_default=False)
+    # What a parent's failure or cancellation does to this task.
+    on_dependency_failure = models.CharField(
+        max_length=10,
+        choices=DependencyFailure.choices,
+        default=DependencyFailure.CANCEL,
+        db_default=DependencyFailure.CANCEL,
+    )
     cancel_requested = models.BooleanField(default=False)
     # The cluster that claimed the current attempt, and the worker process
     # running it (empty until that worker starts it).
@@ -124,6 +145,18 @@ class Task(models.Model):
     # Renewed by the running worker; an expired lease means the attempt is
     # gone (or was never started: its cluster died holding the claim).
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # A fire of a schedule: which one and for which time. The pair is unique,
+    # so however many clusters fire a schedule at once, a time fires one task.
+    schedule = models.ForeignKey(
+        "Schedule",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tasks",
+        db_index=False,  # the (schedule, scheduled_for) constraint's index serves it
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True)
 
     # NULL, not "", for "no key": the unique constraint must ignore keyless tasks.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -147,18 +180,29 @@ class Task(models.Model):
             # so finished tasks never weigh on it.
             models.Index(
                 fields=["queue", "-priority", "turn", "run_at", "id"],
-                condition=Q(status="queued"),
-                name="task_claim_queue",
+                condition=Q(status="queued", waiting=False),
+                name="task_claim_runnable",
             ),
             # The reaper's scan, and the running counts behind the limits.
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
             models.Index(fields=["status", "finished_at"], name="task_status_finished"),
+            # Retention: one type's oldest finished tasks (partial: only
+            # finished tasks have a finished_at).
+            models.Index(
+                fields=["type", "finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="task_type_finished",
+            ),
             # /metrics counts tasks by status and type from this index alone.
             models.Index(fields=["status", "type"], name="task_status_type"),
         ]
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"], name="task_owner_idempotency_key"
+            ),
+            # Each time of a schedule fires at most one task.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="task_schedule_scheduled_for"
             ),
             # At most one unfinished task per owner, type and unique key.
             models.UniqueConstraint(
@@ -180,6 +224,25 @@ class Task(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class TaskDependency(models.Model):
+    """`task` runs only once `parent` completed (tasks.dependencies)."""
+
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="parent_links", db_index=False
+    )
+    # Indexed: a finishing task looks up the tasks waiting for it.
+    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="child_links")
+
+    class Meta:
+        constraints = [
+            # Its index serves the task's lookups too (it starts with the task).
+            models.UniqueConstraint(fields=["task", "parent"], name="dependency_task_parent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task {self.task_id} after task {self.parent_id}"
 
 
 class TaskAttempt(models.Model):
@@ -222,3 +285,130 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Schedule(models.Model):
+    """A task to submit again and again: on a cron expression in a time zone,
+    or every `interval_seconds`.
+
+    Housekeeping on every cluster fires the schedules whose `next_run_at` has
+    come (tasks.schedules); a fire is a Task row with `schedule` and
+    `scheduled_for`, unique together.
+    """
+
+    class CatchUp(models.TextChoices):
+        SKIP = "skip", "Skip missed times"
+        ONCE = "once", "One task for all missed times"
+        ALL = "all", "Each missed time"
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "Skip while the last task is unfinished"
+        ALLOW = "allow", "Allow"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="schedules",
+        db_index=False,  # schedule_owner_id serves it
+    )
+    name = models.CharField(max_length=200, blank=True, default="")
+    type = models.CharField(max_length=100)
+    args = models.JSONField(default=dict, blank=True)
+    # Exactly one of the two is set.
+    cron = models.CharField(max_length=200, blank=True, default="")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # An IANA name; cron times are read in it (the API calls it `timezone`).
+    time_zone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=10, choices=CatchUp.choices, default=CatchUp.ONCE)
+    overlap = models.CharField(max_length=10, choices=Overlap.choices, default=Overlap.SKIP)
+
+    # The options of each task it fires (None: the type's default).
+    timeout = models.PositiveIntegerField(null=True, blank=True)
+    max_retries = models.PositiveSmallIntegerField(null=True, blank=True)
+    priority = models.SmallIntegerField(default=0)
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
+
+    # The next time to fire; NULL while disabled.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    fired_count = models.PositiveIntegerField(default=0)
+    # Times not fired: missed under catch_up skip, or overlapping under overlap skip.
+    skipped_count = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["owner", "-id"], name="schedule_owner_id"),
+            # Housekeeping asks "is any schedule due?" several times a second:
+            # partial, so it reads only enabled schedules, soonest first.
+            models.Index(fields=["next_run_at"], condition=Q(enabled=True), name="schedule_due"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"Schedule {self.pk} ({self.type})"
+
+    @property
+    def when(self) -> str:
+        return self.cron or f"every {self.interval_seconds}s"
+
+
+class TaskLog(models.Model):
+    """One line a task wrote through `ctx.log` (tasks.logs).
+
+    `seq` counts a task's lines from 1 without gaps, across its attempts, so
+    a reader pages with `after=<seq>`. When a task goes over its caps the
+    oldest lines are deleted and one marker line takes the place (and seq)
+    of the newest line dropped.
+    """
+
+    task = models.ForeignKey(
+        Task,
+        on_delete=models.CASCADE,
+        related_name="log_lines",
+        db_index=False,  # the (task, seq) constraint's index serves it
+    )
+    seq = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField(default=0)
+    level = models.CharField(max_length=10, default="INFO")
+    at = models.DateTimeField(default=timezone.now)
+    message = models.TextField()
+    # UTF-8 bytes of the message, summed against the byte cap.
+    size = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["task", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "seq"], name="tasklog_task_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Line {self.seq} of task {self.task_id}"
+
+
+class IdempotentBatch(models.Model):
+    """A batch sent with an Idempotency-Key: the same key and body again,
+    within TASK_IDEMPOTENCY_HOURS, answer with these tasks instead of making
+    more (tasks.services.submit_batch). Housekeeping deletes expired ones."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # the (owner, key) constraint's index serves it
+    )
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    task_ids = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="batch_owner_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.key!r} of user {self.owner_id}"

@@ -1,7 +1,8 @@
 """The claim: the one place that picks runnable task rows for the workers.
 
 The Task table is the queue. A task is runnable when it is queued, due
-(`run_at` <= now), in a queue the cluster serves, and within its limits.
+(`run_at` <= now), waits for no other task (`waiting`, tasks.dependencies),
+in a queue the cluster serves, and within its limits.
 Runnable tasks are claimed in order: priority (higher first), the owner's
 turn (users take turns among equal priorities), due time, id.
 
@@ -73,9 +74,11 @@ def served_queues() -> list[str]:
 
 
 def runnable(*, queues: Sequence[str] = (), now: datetime | None = None) -> QuerySet[Task]:
-    """Queued tasks that are due, in claim order (limits not applied)."""
+    """Queued tasks that are due and wait for no other task, in claim order
+    (limits not applied). The conditions include the claim index's own
+    (queued, not waiting), so every claim reads that partial index."""
     now = now or timezone.now()
-    tasks = Task.objects.filter(status=Status.QUEUED, run_at__lte=now)
+    tasks = Task.objects.filter(status=Status.QUEUED, waiting=False, run_at__lte=now)
     if queues:
         tasks = tasks.filter(queue__in=list(queues))
     return tasks.order_by("-priority", "turn", "run_at", "id")

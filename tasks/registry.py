@@ -23,12 +23,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+DURATION = re.compile(r"\s*([1-9][0-9]{0,6})\s*([smhdw])\s*")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_retention(value: str | None) -> timedelta | None:
+    """A retention such as "30d", "12h", "90m", "3600s" or "2w"; None for
+    empty (keep forever). ValueError for anything else."""
+    if value is None or value == "":
+        return None
+    match = DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"Retention {value!r}: use a whole number and a unit, s m h d or w (e.g. '30d')."
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 class EmptyArgs(serializers.Serializer):
@@ -48,6 +64,14 @@ class TaskType:
     queue: str = "default"
     concurrency: int | None = None
     key_concurrency: int | None = None
+    # Internal types run on workers but are neither listed nor accepted from
+    # requests (the django.tasks bridge: tasks.django_tasks).
+    internal: bool = False
+    # How long its finished tasks are kept (None: TASK_RETENTION applies).
+    retention: timedelta | None = None
+    # Valid arguments shown in the API schema's examples (None: made up
+    # from the argument schema, see tasks.api.schema).
+    example: dict[str, Any] | None = None
 
     @property
     def is_limited(self) -> bool:
@@ -170,13 +194,20 @@ def task_type(
     queue: str = "default",
     concurrency: int | None = None,
     key_concurrency: int | None = None,
+    internal: bool = False,
+    retention: str | None = None,
+    example: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `func(ctx, **args)` as the task type `name`.
 
     `queue` names the queue its tasks wait in (a cluster serves the queues in
     Q_QUEUES). `concurrency` caps how many of its tasks run at once across
     every cluster; `key_concurrency` caps those sharing one request's
-    `concurrency_key`.
+    `concurrency_key`. An `internal` type is only submitted by code
+    (`submit_task(..., internal=True)`), never by a request. `retention`
+    ("30d", "12h"...) is how long its finished tasks are kept before
+    housekeeping purges them (default: TASK_RETENTION).
+    `example` is a valid `args` for the API's documentation.
     """
     for label, limit in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
         if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -185,6 +216,11 @@ def task_type(
         raise ValueError(
             f"Queue name {queue!r} of task type {name!r}: use [A-Za-z0-9_.-]{{1,100}}."
         )
+
+    try:
+        kept = parse_retention(retention)
+    except ValueError as exc:
+        raise ValueError(f"Task type {name!r}: {exc}") from None
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _registry and _registry[name].func is not func:
@@ -199,6 +235,9 @@ def task_type(
             queue=queue,
             concurrency=concurrency,
             key_concurrency=key_concurrency,
+            internal=internal,
+            retention=kept,
+            example=example,
         )
         return func
 
@@ -206,17 +245,30 @@ def task_type(
 
 
 def get_type(name: str) -> TaskType | None:
-    """The registered type called `name`, or None. Never imports anything."""
+    """The registered type called `name` (internal ones too), or None.
+    Never imports anything."""
     return _registry.get(name) if isinstance(name, str) else None
 
 
 def all_types() -> list[TaskType]:
-    return sorted(_registry.values(), key=lambda t: t.name)
+    """The types users may start (internal ones left out)."""
+    return sorted((t for t in _registry.values() if not t.internal), key=lambda t: t.name)
+
+
+# Queues that code submits to besides the types' own (django.tasks' queue names).
+_extra_queues: set[str] = set()
+
+
+def add_queue(name: str) -> None:
+    """Serve `name` too on clusters that serve every queue (Q_QUEUES empty)."""
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+        raise ValueError(f"Queue name {name!r}: use [A-Za-z0-9_.-]{{1,100}}.")
+    _extra_queues.add(name)
 
 
 def queue_names() -> list[str]:
-    """The queues the registered types use, sorted."""
-    return sorted({t.queue for t in _registry.values()})
+    """The queues the registered types (and code, see add_queue) use, sorted."""
+    return sorted({t.queue for t in _registry.values()} | _extra_queues)
 
 
 def unregister(name: str) -> None:

@@ -12,24 +12,54 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, connection
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from .models import FINISHED, UNFINISHED, Status, Task, TaskAttempt, WorkerHeartbeat
+from . import logs
+from .models import (
+    FINISHED,
+    UNFINISHED,
+    Schedule,
+    Status,
+    Task,
+    TaskAttempt,
+    TaskDependency,
+    TaskLog,
+    WorkerHeartbeat,
+)
+
+
+def _with_parents(tasks: QuerySet[Task]) -> QuerySet[Task]:
+    """Each task's links to the tasks it depends on, with their states, in
+    one more query per page (for `depends_on` and `waiting_for`)."""
+    links = TaskDependency.objects.annotate(parent_status=F("parent__status")).order_by("parent_id")
+    return tasks.prefetch_related(Prefetch("parent_links", queryset=links))
 
 
 def tasks_of(*, user) -> QuerySet[Task]:
     """The tasks `user` may see through the API: their own, newest first."""
-    return Task.objects.filter(owner=user).select_related("owner").order_by("-id")
+    return _with_parents(Task.objects.filter(owner=user).select_related("owner").order_by("-id"))
 
 
 def all_tasks_for_staff(*, user) -> QuerySet[Task]:
     """Every user's tasks, newest first; staff only (PermissionDenied otherwise)."""
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Only staff may list every user's tasks.")
-    return Task.objects.select_related("owner").order_by("-id")
+    return _with_parents(Task.objects.select_related("owner").order_by("-id"))
 
 
 def task_of(*, user, task_id: int) -> Task | None:
@@ -56,6 +86,69 @@ def task_of_when_finished(
             return task
         time.sleep(min(interval, left))
         interval = min(interval * 1.5, max_interval)
+
+
+# How often a long-poll on PostgreSQL reads its task while the process's
+# listener listens (every change to the task wakes it at once anyway).
+LISTENING_RECHECK_SECONDS = 10.0
+
+
+async def atask_of_when_finished(
+    *, user, task_id: int, wait: float, first_interval: float = 0.1, max_interval: float = 1.0
+) -> Task | None:
+    """`task_of_when_finished` for the event loop (config.waits): each read
+    runs in the loop's thread pool, the naps on the loop, so a waiting client
+    holds no thread. On PostgreSQL, while the process's listener listens, a
+    notification about one of the owner's tasks ends a nap, and naps are
+    longer: a thousand waiting clients are not a thousand reads a second."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from .events import LoopFlag, wakeups
+
+    def read() -> Task | None:
+        # A pool thread serves many requests: drop its connection if it is
+        # obsolete or broken, as a request thread does at each request.
+        close_old_connections()
+        return task_of(user=user, task_id=task_id)
+
+    waker = wakeups()
+    flag = LoopFlag(asyncio.get_running_loop())
+    if waker:
+        waker.subscribe(user.pk, flag)
+    try:
+        deadline = time.monotonic() + wait
+        interval = first_interval
+        while True:
+            task = await sync_to_async(read, thread_sensitive=False)()
+            left = deadline - time.monotonic()
+            if task is None or task.status in FINISHED or left <= 0:
+                return task
+            nap = min(interval, left)
+            if waker and waker.listening.is_set():
+                # A change to the task notifies: read again on that, or
+                # now and then in case one was missed while reconnecting.
+                nap = min(LISTENING_RECHECK_SECONDS, left)
+            try:
+                await asyncio.wait_for(flag.event.wait(), nap)
+            except TimeoutError:
+                pass
+            flag.event.clear()
+            interval = min(interval * 1.5, max_interval)
+    finally:
+        if waker:
+            waker.unsubscribe(user.pk, flag)
+
+
+def log_lines_of(*, task: Task, after: int, limit: int) -> list[TaskLog]:
+    """Up to `limit` of the log lines of `task` (already owner-checked) after seq `after`."""
+    return logs.lines_after(task=task, after=after, limit=limit)
+
+
+def last_log_lines_of(*, task: Task, count: int) -> list[TaskLog]:
+    """The last `count` log lines of `task`, oldest first (the admin's tail)."""
+    return list(reversed(TaskLog.objects.filter(task=task).order_by("-seq")[:count]))
 
 
 def attempts_of(*, task: Task) -> list[TaskAttempt]:
@@ -85,10 +178,21 @@ def attempts_of(*, task: Task) -> list[TaskAttempt]:
     return attempts
 
 
-# --- Operator-level reads (health, metrics) ----------------------------------------
+def schedules_of(*, user) -> QuerySet[Schedule]:
+    """The schedules `user` may see through the API: their own, newest first."""
+    return Schedule.objects.filter(owner=user).select_related("owner").order_by("-id")
+
+
+def schedule_of(*, user, schedule_id: int) -> Schedule | None:
+    """One of `user`'s schedules, or None (also for another user's id)."""
+    return schedules_of(user=user).filter(pk=schedule_id).first()
+
+
+# --- Operator-level reads (health, metrics, the admin's dashboard) ------------------
 # Not owner-scoped on purpose: these are aggregates for operators, never rows
-# of one user's tasks, and they are only reachable from /health (counts only)
-# and /metrics (token or staff). Each is one small query on an index.
+# of one user's tasks, and they are only reachable from /health (counts only),
+# /metrics (token or staff) and the admin (staff). Each is one small query on
+# an index.
 
 
 def database_reachable() -> bool:
@@ -135,15 +239,16 @@ def task_counts_by_status_and_type() -> list[tuple[str, str, int]]:
 
 def queue_depths(*, now: datetime | None = None) -> dict[str, dict[str, int]]:
     """Queued tasks per queue: `runnable` (due now) and `delayed` (a later
-    run_at: delayed runs and retries waiting for their backoff)."""
+    run_at: delayed runs and retries waiting for their backoff; or waiting
+    for the tasks they depend on)."""
     now = now or timezone.now()
     rows = (
         Task.objects.filter(status=Status.QUEUED)
         .order_by()
         .values_list("queue")
         .annotate(
-            runnable=Count("pk", filter=Q(run_at__lte=now)),
-            delayed=Count("pk", filter=Q(run_at__gt=now)),
+            runnable=Count("pk", filter=Q(run_at__lte=now, waiting=False)),
+            delayed=Count("pk", filter=Q(run_at__gt=now) | Q(waiting=True)),
         )
     )
     return {name: {"runnable": runnable, "delayed": delayed} for name, runnable, delayed in rows}
@@ -217,3 +322,108 @@ def _seconds(value) -> float:
         return value.total_seconds()
     # Some backends hand back the sum of a duration as microseconds.
     return float(value) / 1_000_000
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker with a fresh heartbeat, and the tasks it runs now."""
+
+    heartbeat: WorkerHeartbeat
+    running: list[Task]
+
+
+def live_workers(*, now: datetime | None = None) -> list[LiveWorker]:
+    """Workers with a fresh heartbeat, with the tasks each runs now. Two
+    queries: the heartbeats (few), and those workers' in-progress tasks (a
+    range on the status index)."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.TASKS["WORKER_STALE_SECONDS"])
+    beats = list(WorkerHeartbeat.objects.filter(last_seen__gte=stale_before).order_by("name"))
+    running: dict[str, list[Task]] = {}
+    tasks = (
+        Task.objects.filter(status=Status.IN_PROGRESS, worker__in=[b.name for b in beats])
+        .order_by("id")
+        .only("pk", "type", "progress", "worker", "started_at")
+    )
+    for task in tasks:
+        running.setdefault(task.worker, []).append(task)
+    return [LiveWorker(heartbeat=b, running=running.get(b.name, [])) for b in beats]
+
+
+def stale_worker_count(*, now: datetime | None = None) -> int:
+    """Heartbeats older than WORKER_STALE_SECONDS, not yet pruned."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.TASKS["WORKER_STALE_SECONDS"])
+    return WorkerHeartbeat.objects.filter(last_seen__lt=stale_before).count()
+
+
+@dataclass(frozen=True)
+class Minute:
+    """The tasks that finished in one minute, by outcome."""
+
+    start: datetime
+    completed: int
+    failed: int
+    cancelled: int
+
+
+def finished_per_minute(*, minutes: int = 60, now: datetime | None = None) -> list[Minute]:
+    """Throughput and failures of the last `minutes` minutes, one entry per
+    minute, oldest first (empty minutes included, as zeros).
+
+    One aggregate over an index range (status, finished_at within the window):
+    its cost follows the recent throughput, not the size of the table.
+    """
+    now = now or timezone.now()
+    current = now.replace(second=0, microsecond=0)
+    first = current - timedelta(minutes=minutes - 1)
+    rows = (
+        Task.objects.filter(status__in=FINISHED, finished_at__gte=first)
+        .order_by()
+        .annotate(minute=TruncMinute("finished_at"))
+        .values("minute")
+        .annotate(
+            completed=Count("pk", filter=Q(status=Status.COMPLETED)),
+            failed=Count("pk", filter=Q(status=Status.FAILED)),
+            cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
+        )
+    )
+    found = {row["minute"]: row for row in rows}
+    series = []
+    for i in range(minutes):
+        start = first + timedelta(minutes=i)
+        row = found.get(start, {})
+        series.append(
+            Minute(
+                start=start,
+                completed=row.get("completed", 0),
+                failed=row.get("failed", 0),
+                cancelled=row.get("cancelled", 0),
+            )
+        )
+    return series
+
+
+def owners_with_unfinished_tasks(*, limit: int = 30) -> list[tuple[int, str]]:
+    """(id, username) of up to `limit` users with queued or running tasks,
+    for the admin's owner filter."""
+    User = get_user_model()
+    owner_ids = (
+        Task.objects.filter(status__in=UNFINISHED).order_by().values("owner_id").distinct()[:limit]
+    )
+    return list(
+        User.objects.filter(pk__in=Subquery(owner_ids))
+        .order_by(User.USERNAME_FIELD)
+        .values_list("pk", User.USERNAME_FIELD)
+    )
+
+
+def clusters_claiming() -> list[str]:
+    """The clusters that hold in-progress tasks now (the admin's cluster filter)."""
+    return list(
+        Task.objects.filter(status=Status.IN_PROGRESS)
+        .exclude(claimed_by="")
+        .order_by("claimed_by")
+        .values_list("claimed_by", flat=True)
+        .distinct()
+    )

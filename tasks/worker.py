@@ -22,7 +22,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
-from . import lifecycle, queue, registry
+from config import logs
+
+from . import dependencies, lifecycle, queue, registry
 from .context import TaskCancelled, TaskContext
 from .models import TaskAttempt, WorkerHeartbeat
 
@@ -63,10 +65,15 @@ class LeaseKeeper(threading.Thread):
                     task_id=ctx.task_id, attempt=ctx.attempt
                 ):
                     ctx.lost.set()
+                if ctx is not None:
+                    # Lines logged just before a long quiet stretch show up now.
+                    ctx.flush_logs()
                 if tick % beat_every == 0:
                     record_heartbeat(name=name, host=host, pid=pid)
             except Exception:
-                logger.warning("lease renewal or heartbeat failed", exc_info=True)
+                # This thread is not in the attempt's logging context: name it.
+                ids = {"task_id": ctx.task_id, "attempt": ctx.attempt} if ctx else None
+                logger.warning("lease renewal or heartbeat failed", exc_info=True, extra=ids)
             tick += 1
             time.sleep(interval)
 
@@ -92,6 +99,13 @@ def lease_keeper() -> LeaseKeeper:
     return _keeper[1]
 
 
+def flush_logs(ctx: TaskContext) -> None:
+    try:
+        ctx.flush_logs()
+    except Exception:
+        logger.warning("task %s: last log lines not saved", ctx.task_id, exc_info=True)
+
+
 def _error_from(exc: BaseException) -> dict[str, str]:
     return {
         "message": str(exc) or exc.__class__.__name__,
@@ -109,6 +123,7 @@ def disarm_timeout() -> None:
         pass
 
 
+@logs.names_its_task
 def run_task(
     task_id: int,
     attempt: int,
@@ -155,6 +170,8 @@ def run_task(
                 disarm_timeout()
             if keeper:
                 keeper.watch(None)
+            # However the attempt ends, its log lines are stored before its end is.
+            flush_logs(ctx)
         ctx.flush_progress()
         done = lifecycle.complete_attempt(task_id=task_id, attempt=attempt, output=output)
         outcome = "completed" if done else "superseded"
@@ -187,4 +204,9 @@ def run_now(task_id: int) -> str | None:
     claimed = queue.claim_one(task_id=task_id, cluster=cluster)
     if claimed is None:
         return None
-    return run_task(*claimed.run_args(), claimed_by=cluster)
+    outcome = run_task(*claimed.run_args(), claimed_by=cluster)
+    # No cluster will claim what this attempt released: run it here too
+    # (claim_one skips the dependants still waiting or already cancelled).
+    for dependant in dependencies.dependants_of(task_id):
+        run_now(dependant)
+    return outcome

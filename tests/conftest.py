@@ -132,3 +132,43 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"{reason} (set CI=true to fail instead)")
     for item in items:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def errors_carry_a_code(monkeypatch):
+    """Every JSON error answer any test gets must carry a known `code` beside
+    `error`: checked on every request of the suite, not only where a test
+    looks at the body."""
+    import json
+
+    from django.test.client import Client
+
+    from config.errors import CODES
+
+    request = Client.request
+
+    def checked(self, **request_kwargs):
+        response = request(self, **request_kwargs)
+        if response.status_code >= 400 and response.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            body = json.loads(response.content)
+            where = (request_kwargs.get("REQUEST_METHOD"), request_kwargs.get("PATH_INFO"))
+            assert isinstance(body, dict) and "error" in body, (where, body)
+            assert body.get("code") in CODES, (where, response.status_code, body)
+        return response
+
+    monkeypatch.setattr(Client, "request", checked)
+
+
+@pytest.fixture(autouse=True)
+def no_listener_left():
+    """A stream or a long-poll starts this process's listener or watcher (a
+    connection of its own); stop it after each test, or the test database
+    stays in use (and a later test would share it)."""
+    yield
+    from tasks import events
+
+    if events._wakeups is not None:
+        events._wakeups[1].stop()
+        events._wakeups = None

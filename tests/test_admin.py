@@ -139,16 +139,26 @@ def test_an_unfinished_task_cannot_be_deleted(admin_client, owner, run_jobs):
     assert not Task.objects.filter(pk=done.pk).exists()
 
 
-def test_the_workers_page_says_who_is_alive(admin_client):
+def test_the_workers_page_says_who_is_alive_when_and_what_it_runs(admin_client, owner):
     worker.record_heartbeat(name="host:7", host="host", pid=7)
+    worker.record_heartbeat(name="host:8", host="host", pid=8)
+    running = tasks_in_states.in_progress(owner, worker="host:7")
+    Task.objects.filter(pk=running.pk).update(progress=40)
 
     response = admin_client.get("/admin/tasks/workerheartbeat/")
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert "host:7" in page
+    assert "host:7" in page and "host:8" in page
     assert 'alt="True"' in page
+    assert (
+        f'href="/admin/tasks/task/{running.pk}/change/">Task {running.pk}</a> wordcount (40%)'
+        in page
+    )
     assert 'href="/admin/tasks/task/?worker=host%3A7&amp;status__exact=in_progress"' in page
+    # The idle worker links to no task.
+    assert page.count("all its tasks in progress") == 1
+    assert "0 s ago" in page
 
 
 def test_search_finds_tasks_by_id_owner_and_type(admin_client, owner, outsider, run_jobs):

@@ -25,6 +25,8 @@ ENDPOINTS = {
     ("/tasks/{id}/retry", "post"),
     ("/tasks/status/{id}", "get"),
     ("/tasks/completed/{id}", "get"),
+    ("/ui/login", "post"),
+    ("/ui/logout", "post"),
 }
 
 
@@ -76,11 +78,20 @@ def test_every_endpoint_is_documented_with_its_errors(schema):
         if path == "/metrics":
             assert {"metricsToken": []} in op["security"], (path, method)
             assert {"jwtAuth": []} in op["security"], (path, method)
+            assert {"apiKey": []} in op["security"], (path, method)
         elif path == "/health":
             assert op.get("security", [{}]) == [{}], "health is public"
             assert "503" in responses
+        elif path in ("/ui/login", "/ui/logout"):
+            # The page's session login: no credentials, the CSRF token instead.
+            assert op.get("security", [{}]) == [{}], (path, method)
+            assert "403" in responses, (path, method)
         elif path not in ("/login", "/token/refresh"):
-            assert op["security"] == [{"jwtAuth": []}], (path, method)
+            # The session cookie too: the page at / (and EventSource) use it.
+            assert op["security"] == [{"jwtAuth": []}, {"apiKey": []}, {"cookieAuth": []}], (
+                path,
+                method,
+            )
             assert "401" in responses, (path, method)
         if method == "post":
             assert {"400", "413", "415"} <= set(responses), (path, method)
@@ -102,7 +113,7 @@ def test_the_seed_routes_are_documented_with_their_bodies(schema):
     assert "Task" in components["TaskCompleted"]["properties"]
     assert {"task_id", "message"} <= set(components["TaskStarted"]["properties"])
     assert {"202", "409", "429"} <= set(created)
-    assert components["Error"]["required"] == ["error"]
+    assert components["Error"]["required"] == ["error", "code"]
 
 
 def test_the_list_documents_its_filters(schema):

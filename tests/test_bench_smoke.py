@@ -73,7 +73,19 @@ def commands() -> dict[str, list[str]]:
             *("--backlog", "20", "--task-seconds", "0.05", "--samples", "2"),
             *backend_args(),
         ],
+        "test_slowclients": [
+            "bench.slowclients",
+            *("--idle", "4", "--long-polls", "4", "--streams", "6"),
+            *("--seconds", "1", "--settle", "0.5", "--timeout", "2", "--open-timeout", "5"),
+            *("--web-workers", "1", "--client-procs", "1", "--client-threads", "2"),
+            *backend_args(),
+        ],
         "test_limits": ["bench.limits", "--tasks", "20", "--rounds", "1", *backend_args()],
+        "test_workflows": [
+            "bench.workflows",
+            *("--batch", "20", "--rounds", "1", "--schedules", "2", "--fires", "4"),
+            *backend_args(),
+        ],
         "test_celery_comparison": [
             "bench.celery_drain",
             *("--tasks", "20", "--rounds", "1"),
@@ -241,6 +253,15 @@ def test_limits(out):
     assert row["'database is locked'"] == "0"
 
 
+def test_workflows(out):
+    row = the_row(out)
+
+    assert number(row["batch p50 ms"]) > 0
+    assert row["fires"] == "4"
+    assert number(row["started p99 ms (target < 1000)"]) >= 0
+    assert row["'database is locked'"] == "0"
+
+
 @pytest.mark.skipif(
     not (uses_postgres() and uses_redis()),
     reason="compares on PostgreSQL, with Celery on Redis: runs under make test-pg",
@@ -261,3 +282,22 @@ def test_chaos(out):
     assert out.strip().splitlines()[-1] == (
         "submitted=30 completed=30 failed=0 lost=0 duplicated=0 unrecorded=0 limit_exceeded=0"
     )
+
+
+def test_slowclients(out):
+    rows = next(t for t in tables(out) if t and "tier" in t[0])
+    assert [(r["backend"], r["tier"]) for r in rows] == [(BACKEND, "asgi"), (BACKEND, "gthread")]
+    asgi = rows[0]
+    assert asgi["streams open"] == "6/6"
+    assert asgi["/health timeouts"] == "0"
+    assert number(asgi["loaded POST /tasks 2xx/s"]) > 0
+    assert number(asgi["ratio (target >= 0.95)"]) == pytest.approx(
+        number(asgi["loaded POST /tasks 2xx/s"]) / number(asgi["quiet POST /tasks 2xx/s"]),
+        rel=0.05,
+    )
+    assert (
+        0
+        < number(asgi["loaded /health p50 ms"])
+        <= number(asgi["loaded /health p99 ms (target < 100)"])
+    )
+    assert asgi["tracebacks"] == "0"

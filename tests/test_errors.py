@@ -25,7 +25,9 @@ def assert_json_error(response, status_code):
     return body
 
 
-@pytest.mark.parametrize("path", ["/nope", "/tasks/1/nope", "/api", "/tasks/1/cancel/x", "/"])
+@pytest.mark.parametrize(
+    "path", ["/nope", "/tasks/1/nope", "/api", "/tasks/1/cancel/x", "/ui", "/ui/nope"]
+)
 def test_unknown_routes_are_json_404(api, path):
     assert_json_error(api.get(path), 404)
     assert_json_error(api.post(path, {}, format="json"), 404)
@@ -80,12 +82,13 @@ def test_413_comes_before_authentication(settings):
 
 
 def _chunked_environ(body: bytes, **extra):
+    """A chunked request as gunicorn passes it on: decoded, and marked so."""
     return RequestFactory()._base_environ(
         PATH_INFO="/tasks",
         REQUEST_METHOD="POST",
         CONTENT_TYPE="application/json",
         HTTP_TRANSFER_ENCODING="chunked",
-        **{"wsgi.input": io.BytesIO(body)},
+        **{"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True},
         **extra,
     )
 
@@ -134,7 +137,7 @@ def test_an_unexpected_exception_in_an_api_view_is_json_500(api, monkeypatch):
     response = api.get("/tasks/1")
 
     body = assert_json_error(response, 500)
-    assert body == {"error": "Internal server error."}
+    assert body == {"error": "Internal server error.", "code": "server_error"}
     assert b"secret internal detail" not in response.content
 
 
@@ -142,7 +145,10 @@ def test_an_unexpected_exception_in_an_api_view_is_json_500(api, monkeypatch):
 def test_an_unexpected_exception_outside_the_api_is_json_500(db):
     response = Client(raise_request_exception=False).get("/crash")
 
-    assert assert_json_error(response, 500) == {"error": "Internal server error."}
+    assert assert_json_error(response, 500) == {
+        "error": "Internal server error.",
+        "code": "server_error",
+    }
     assert b"secret internal detail" not in response.content
 
 

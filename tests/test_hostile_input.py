@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from config.errors import CODES
 from tasks.models import Status, Task, TaskAttempt
 
 from .conftest import PASSWORD, client_for
@@ -310,6 +311,7 @@ def test_hostile_request_gets_a_json_4xx_and_changes_nothing(case, make_user, ru
     assert response["Content-Type"].startswith("application/json"), case
     body = json.loads(response.content)
     assert isinstance(body["error"], str) and body["error"], (case, body)
+    assert body["code"] in CODES, (case, body)
     assert b"Traceback" not in response.content, case
     assert world.snapshot() == before, case
 

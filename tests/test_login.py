@@ -48,14 +48,20 @@ def test_it_requires_username_and_password(owner, body):
     response = login(body)
 
     assert response.status_code == 401
-    assert response.json() == {"error": "Username and Password are required"}
+    assert response.json() == {
+        "error": "Username and Password are required",
+        "code": "not_authenticated",
+    }
 
 
 def test_it_refuses_a_wrong_password(owner):
     response = login({"username": "owner", "password": "wrong"})
 
     assert response.status_code == 401
-    assert response.json() == {"error": "Invalid username or password"}
+    assert response.json() == {
+        "error": "Invalid username or password",
+        "code": "authentication_failed",
+    }
 
 
 def test_it_refuses_an_unknown_user(db):
@@ -81,7 +87,8 @@ def test_malformed_json_is_a_json_400(owner):
     )
 
     assert response.status_code == 400
-    assert set(response.json()) == {"error"}
+    assert set(response.json()) == {"error", "code"}
+    assert response.json()["code"] == "parse_error"
 
 
 def test_it_works_with_a_trailing_slash(owner):

@@ -241,3 +241,13 @@ def test_one_pass_of_housekeeping_reaps_and_prunes(owner):
 
     assert Task.objects.get(pk=claimed.pk).status == Status.QUEUED
     assert not WorkerHeartbeat.objects.exists()
+
+
+def test_the_pruning_age_is_a_setting(db, task_settings):
+    task_settings(WORKER_PRUNE_SECONDS=3600)
+    beat("an hour and a minute", timedelta(hours=1, minutes=1))
+    beat("59 minutes", timedelta(minutes=59))
+
+    assert maintenance.prune_dead_workers() == 1
+
+    assert list(WorkerHeartbeat.objects.values_list("name", flat=True)) == ["59 minutes"]

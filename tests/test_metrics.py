@@ -168,7 +168,10 @@ def test_it_refuses_anonymous_callers(metrics_token):
     response = Client().get("/metrics")
 
     assert response.status_code == 401
-    assert response.json() == {"error": "Authentication credentials were not provided."}
+    assert response.json() == {
+        "error": "Authentication credentials were not provided.",
+        "code": "not_authenticated",
+    }
     assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
 
 
@@ -183,7 +186,10 @@ def test_it_refuses_users_who_are_not_staff(api, metrics_token, owner):
     response = api.get("/metrics")
 
     assert response.status_code == 403
-    assert response.json() == {"error": "Metrics are for staff users and the metrics token only."}
+    assert response.json() == {
+        "error": "Metrics are for staff users and the metrics token only.",
+        "code": "permission_denied",
+    }
     assert owner.is_staff is False
 
 

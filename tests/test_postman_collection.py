@@ -10,7 +10,15 @@ COLLECTION = Path(__file__).resolve().parents[1] / "postman" / "task-runner.post
 # A folder whose requests may name routes that do not exist yet.
 PENDING_FOLDER = "Tokens and catalogue"
 # Values for the path variables the collection uses.
-SAMPLE = {"taskId": "1", "delayedTaskId": "2", "defaultTaskId": "3"}
+SAMPLE = {
+    "taskId": "1",
+    "delayedTaskId": "2",
+    "defaultTaskId": "3",
+    "scheduleId": "4",
+    "apiKeyPrefix": "abcd1234",
+    "webhookId": "5",
+    "deliveryId": "6",
+}
 
 
 def load() -> dict:
@@ -35,8 +43,8 @@ def path_of(item) -> str:
 def named_patterns(patterns, namespace=""):
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            if pattern.namespace == "admin":
-                continue  # the admin is for browsers, not API clients
+            if pattern.namespace in ("admin", "web"):
+                continue  # the admin and the page at / are for browsers, not API clients
             inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
             yield from named_patterns(pattern.url_patterns, inner)
         elif isinstance(pattern, URLPattern):

@@ -108,7 +108,7 @@ def test_another_users_task_is_not_found(outsider_api, owner, route):
     response = outsider_api.get(route.format(task.pk))
 
     assert response.status_code == 404
-    assert response.json() == {"error": "Task not found"}
+    assert response.json() == {"error": "Task not found", "code": "not_found"}
 
 
 @pytest.mark.parametrize("raw", ["999999", "0", "-1", "9" * 30])
@@ -116,7 +116,7 @@ def test_unknown_ids_are_not_found(api, raw):
     response = api.get(f"/tasks/status/{raw}")
 
     assert response.status_code == 404
-    assert response.json() == {"error": "Task not found"}
+    assert response.json() == {"error": "Task not found", "code": "not_found"}
 
 
 @pytest.mark.parametrize("raw", ["abc", "1.5", "1e3", "%C2%B2"])

@@ -243,6 +243,7 @@ def test_cancelling_a_finished_task_is_a_conflict(api, owner, run_jobs):
     assert response.status_code == 409
     assert response.json() == {
         "error": "The task is already completed and cannot be cancelled.",
+        "code": "conflict",
         "status": "completed",
     }
     task.refresh_from_db()
@@ -257,9 +258,9 @@ def test_an_outsider_cannot_cancel_or_retry(outsider_api, owner):
     retry = outsider_api.post(f"/tasks/{task.pk}/retry")
 
     assert cancel.status_code == 404
-    assert cancel.json() == {"error": "Task not found"}
+    assert cancel.json() == {"error": "Task not found", "code": "not_found"}
     assert retry.status_code == 404
-    assert retry.json() == {"error": "Task not found"}
+    assert retry.json() == {"error": "Task not found", "code": "not_found"}
     task.refresh_from_db()
     assert task.status == Status.QUEUED
     assert task.cancel_requested is False
@@ -355,6 +356,7 @@ def test_retrying_a_completed_task_is_a_conflict(api, owner, run_jobs):
     assert response.status_code == 409
     assert response.json() == {
         "error": "Only failed or cancelled tasks can be retried; this one is completed.",
+        "code": "conflict",
         "status": "completed",
     }
     task.refresh_from_db()
@@ -508,6 +510,7 @@ def test_the_same_key_with_a_different_body_is_a_conflict(api, owner):
     assert other.status_code == 409
     assert other.json() == {
         "error": "This Idempotency-Key was already used with a different request.",
+        "code": "conflict",
         "task_id": first.json()["task_id"],
     }
     assert Task.objects.count() == 1

@@ -218,7 +218,10 @@ def test_non_staff_asking_for_everyone_is_refused(api, owner, outsider):
     response = api.get("/tasks", {"all": "true"})
 
     assert response.status_code == 403
-    assert response.json() == {"error": "Only staff may list every user's tasks."}
+    assert response.json() == {
+        "error": "Only staff may list every user's tasks.",
+        "code": "permission_denied",
+    }
     assert api.get("/tasks", {"all": "false"}).status_code == 200
 
 
@@ -284,5 +287,5 @@ def test_wait_on_another_users_task_is_404_at_once(outsider_api, owner):
     started = time.monotonic()
     response = outsider_api.get(f"/tasks/{task.pk}", {"wait": 30})
     assert response.status_code == 404
-    assert response.json() == {"error": "Task not found"}
+    assert response.json() == {"error": "Task not found", "code": "not_found"}
     assert time.monotonic() - started < 10

@@ -89,6 +89,7 @@ def test_the_unfinished_tasks_cap_answers_429(api, outsider_api, owner, settings
     assert refused.status_code == 429
     assert refused.json() == {
         "error": "You already have 2 unfinished tasks; wait for some to finish.",
+        "code": "cap_reached",
         "limit": 2,
     }
     assert Task.objects.filter(owner=owner).count() == 2

@@ -64,7 +64,8 @@ def test_logout_blacklists_the_refresh_token(owner):
     assert response.json() == {"message": "Logged out"}
     assert BlacklistedToken.objects.filter(token__user=owner).count() == 1
     assert after.status_code == 401
-    assert set(after.json()) == {"error"}
+    assert set(after.json()) == {"error", "code"}
+    assert after.json()["code"] == "authentication_failed"
 
 
 def test_logout_refuses_another_users_refresh_token(owner, outsider, outsider_api):

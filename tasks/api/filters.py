@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 
@@ -31,6 +32,12 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcDateTimeField
 
 
+class IdFilter(django_filters.NumberFilter):
+    """An id: a whole number (NumberFilter alone would take 1.5)."""
+
+    field_class = forms.IntegerField
+
+
 def _type_choices() -> list[tuple[str, str]]:
     return [(t.name, t.name) for t in all_types()]
 
@@ -50,6 +57,12 @@ class TaskFilter(django_filters.FilterSet):
         help_text="Only tasks of this type (repeat for several).",
     )
     queue = django_filters.CharFilter(help_text="Only tasks in this queue.")
+    schedule = IdFilter(
+        field_name="schedule_id",
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Only the tasks this schedule of yours fired.",
+    )
     created_after = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
@@ -63,4 +76,4 @@ class TaskFilter(django_filters.FilterSet):
 
     class Meta:
         model = Task
-        fields = ["status", "type", "queue", "created_after", "created_before"]
+        fields = ["status", "type", "queue", "schedule", "created_after", "created_before"]

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from accounts.authentication import APIKeyAuthentication
 from config.errors import ErrorSerializer
 
 from .. import metrics, selectors
@@ -29,6 +30,7 @@ HEALTH_BODY = inline_serializer(
         ),
         "tasks": serializers.DictField(allow_null=True, help_text="queued and in_progress counts."),
         "error": serializers.CharField(required=False, help_text="What failed (503 only)."),
+        "code": serializers.CharField(required=False, help_text='"unavailable" (503 only).'),
     },
 )
 
@@ -96,7 +98,7 @@ class HealthView(APIView):
             return Response(body)
         sentence = "Unhealthy: " + "; ".join(failures) + "."
         return Response(
-            {"error": sentence, **body, "status": "unavailable"},
+            {"error": sentence, "code": "unavailable", **body, "status": "unavailable"},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
@@ -141,6 +143,7 @@ class MetricsView(APIView):
     authentication_classes = [
         MetricsTokenAuthentication,
         JWTAuthentication,
+        APIKeyAuthentication,
         authentication.SessionAuthentication,
     ]
     permission_classes = [CanReadMetrics]
@@ -152,7 +155,10 @@ class MetricsView(APIView):
         tags=["operations"],
         responses={
             (200, "text/plain"): OpenApiResponse(
-                OpenApiTypes.STR, description="Prometheus text exposition format 0.0.4."
+                OpenApiTypes.STR,
+                description="Prometheus text exposition format 0.0.4: task and worker "
+                "metrics, and the web tier's HTTP requests (count, latency, status) "
+                "summed over every web process.",
             ),
             403: OpenApiResponse(ErrorSerializer, description="Not staff, not the metrics token."),
         },

@@ -4,12 +4,13 @@ import copy
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from rest_framework import exceptions, serializers
 
-from .. import selectors
+from .. import dependencies, selectors
 from ..jobs import DEFAULT_TYPE
-from ..models import Status, Task, TaskAttempt
+from ..models import DependencyFailure, Status, Task, TaskAttempt
 
 
 class StrictSerializer(serializers.Serializer):
@@ -95,6 +96,20 @@ class TaskCreateSerializer(StrictSerializer):
         "submitting again returns that task (200, `deduplicated: true`).",
     )
 
+    depends_on = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        required=False,
+        max_length=100,
+        help_text="Ids of your tasks that must complete before this one starts.",
+    )
+    on_dependency_failure = serializers.ChoiceField(
+        choices=DependencyFailure.choices,
+        required=False,
+        default=DependencyFailure.CANCEL,
+        help_text="When a task it depends on fails or is cancelled: cancel this one "
+        "too (default), or run it anyway once they all finished.",
+    )
+
     def validate_args(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Expected a JSON object.")
@@ -157,6 +172,8 @@ class TaskSerializer(serializers.ModelSerializer):
     error = TaskErrorField()
     progress = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    depends_on = serializers.SerializerMethodField()
+    waiting_for = serializers.SerializerMethodField()
 
     class Meta:
         model = Task
@@ -182,6 +199,11 @@ class TaskSerializer(serializers.ModelSerializer):
             "run_at",
             "cancel_requested",
             "idempotency_key",
+            "schedule",
+            "scheduled_for",
+            "depends_on",
+            "waiting_for",
+            "on_dependency_failure",
             "created_at",
             "started_at",
             "finished_at",
@@ -195,6 +217,13 @@ class TaskSerializer(serializers.ModelSerializer):
 
     def get_url(self, task) -> str:
         return f"/tasks/{task.pk}"
+
+    def get_depends_on(self, task) -> list[int]:
+        return sorted(link.parent_id for link in task.parent_links.all())
+
+    def get_waiting_for(self, task) -> list[int]:
+        """Ids of the tasks it depends on that have not completed yet."""
+        return dependencies.waiting_for(task)
 
 
 class TaskDetailSerializer(TaskSerializer):
@@ -240,12 +269,14 @@ class TaskCompletedSerializer(serializers.Serializer):
 
 class TaskNotCompletedSerializer(serializers.Serializer):
     error = serializers.CharField(help_text='"Task not completed yet".')
+    code = serializers.CharField(help_text='"not_finished".')
     status = serializers.ChoiceField(choices=[Status.QUEUED, Status.IN_PROGRESS])
     progress = serializers.IntegerField()
 
 
 class TaskNeverCompletesSerializer(serializers.Serializer):
     error = serializers.CharField()
+    code = serializers.CharField(help_text='"conflict".')
     status = serializers.ChoiceField(choices=[Status.FAILED, Status.CANCELLED])
 
 
@@ -262,7 +293,12 @@ class TaskTypeSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Most of its tasks sharing a `concurrency_key` running at once (null: no limit).",
     )
+    retention = serializers.IntegerField(
+        allow_null=True,
+        help_text="Seconds its finished tasks are kept (null: TASK_RETENTION applies).",
+    )
     args_schema = serializers.DictField(help_text="JSON Schema of the type's `args`.")
+    args_example = serializers.DictField(help_text="A valid `args` for this type.")
 
 
 class TaskTypesSerializer(serializers.Serializer):
@@ -297,4 +333,25 @@ class IdempotencyKeySerializer(serializers.Serializer):
     key = serializers.RegexField(
         r"^[\x21-\x7e]{1,255}$",
         error_messages={"invalid": "Use 1 to 255 printable ASCII characters without spaces."},
+    )
+
+
+def idempotency_key_of(request) -> str | None:
+    """The request's Idempotency-Key header, checked; None when not sent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None or raw == "":
+        return None
+    key = IdempotencyKeySerializer(data={"key": raw})
+    if not key.is_valid():
+        raise exceptions.ValidationError({"Idempotency-Key": key.errors["key"]})
+    return key.validated_data["key"]
+
+
+def idempotency_key_parameter(what: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Idempotency-Key",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description=f"Send the same key again to get the same {what} back instead of "
+        "a second one (printable ASCII, at most 255 characters).",
     )

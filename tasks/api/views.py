@@ -1,25 +1,23 @@
 from __future__ import annotations
 
-from datetime import UTC
-
-from django.utils.dateparse import parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, filters, status, viewsets
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.throttles import TaskCreateThrottle
 from config.errors import ErrorSerializer
+from config.pagination import MAX_ID, NewestFirst, parse_id
+from config.waits import LoopWait, drf_finish, waits_on_loop
 
 from .. import registry, selectors, services
 from ..models import Status, Task
 from .filters import TaskFilter
+from .schema import example_args
 from .serializers import (
     ORDERINGS,
-    IdempotencyKeySerializer,
     TaskCompletedSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
@@ -31,10 +29,9 @@ from .serializers import (
     TaskStartedSerializer,
     TaskStatusSerializer,
     TaskTypesSerializer,
+    idempotency_key_of,
+    idempotency_key_parameter,
 )
-
-# Ids are bigints; a larger number cannot name a task, so it is simply not found.
-MAX_ID = 2**63 - 1
 
 ID_PARAMETER = OpenApiParameter(
     "id", OpenApiTypes.INT64, OpenApiParameter.PATH, description="The task's id."
@@ -47,9 +44,7 @@ CONFLICT = OpenApiResponse(ErrorSerializer, description="Not possible in the tas
 
 
 def parse_task_id(raw: str) -> int:
-    if not isinstance(raw, str) or not raw.isascii() or not raw.lstrip("-").isdigit():
-        raise exceptions.ValidationError({"id": ["A task id is an integer."]})
-    return int(raw)
+    return parse_id(raw, "task")
 
 
 def get_own_task(request, raw_id: str) -> Task:
@@ -60,36 +55,6 @@ def get_own_task(request, raw_id: str) -> Task:
     if task is None:
         raise exceptions.NotFound("Task not found")
     return task
-
-
-class NewestFirst(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-    def decode_cursor(self, request):
-        # A cursor is only base64 the client can forge: its position goes
-        # into the query as is, so one that is not a value of the ordering
-        # field would fail in the database (a 500) instead of a 404.
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
-            field = self.ordering[0].lstrip("-")
-            if not _valid_position(field, cursor.position):
-                raise exceptions.NotFound(self.invalid_cursor_message)
-        return cursor
-
-
-def _valid_position(field: str, position: str) -> bool:
-    if field == "id":
-        return position.isascii() and position.isdigit() and int(position) <= MAX_ID
-    if field == "created_at":
-        try:
-            moment = parse_datetime(position)
-            return moment is not None and moment.astimezone(UTC) is not None
-        except (ValueError, OverflowError):
-            return False
-    return False
 
 
 class TaskOrdering(filters.OrderingFilter):
@@ -155,13 +120,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         summary="Start a task (an empty body starts the demo task)",
         request=TaskCreateSerializer,
         parameters=[
-            OpenApiParameter(
-                "Idempotency-Key",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                description="Send the same key again to get the same task back instead of "
-                "a second one (printable ASCII, at most 255 characters).",
-            ),
+            idempotency_key_parameter("task"),
             OpenApiParameter(
                 "Location",
                 OpenApiTypes.STR,
@@ -204,9 +163,11 @@ class TaskViewSet(viewsets.GenericViewSet):
             priority=data.get("priority", 0),
             run_at=data.get("run_at"),
             delay=data.get("delay"),
-            idempotency_key=self._idempotency_key(request),
+            idempotency_key=idempotency_key_of(request),
             concurrency_key=data.get("concurrency_key", ""),
             unique_key=data.get("unique_key"),
+            depends_on=data.get("depends_on"),
+            on_dependency_failure=data.get("on_dependency_failure", "cancel"),
         )
         task = submitted.task
         body = {
@@ -225,16 +186,6 @@ class TaskViewSet(viewsets.GenericViewSet):
             headers={"Location": f"/tasks/{task.pk}"},
         )
 
-    @staticmethod
-    def _idempotency_key(request) -> str | None:
-        raw = request.headers.get("Idempotency-Key")
-        if raw is None or raw == "":
-            return None
-        key = IdempotencyKeySerializer(data={"key": raw})
-        if not key.is_valid():
-            raise exceptions.ValidationError({"Idempotency-Key": key.errors["key"]})
-        return key.validated_data["key"]
-
     @extend_schema(
         operation_id="tasks_retrieve",
         tags=["tasks"],
@@ -252,9 +203,24 @@ class TaskViewSet(viewsets.GenericViewSet):
         params.is_valid(raise_exception=True)
         wait = params.validated_data["wait"]
         if wait and not task.is_finished:
-            task = selectors.task_of_when_finished(user=request.user, task_id=task.pk, wait=wait)
-            if task is None:
-                raise exceptions.NotFound("Task not found")
+            user, task_id = request.user, task.pk
+            if waits_on_loop(request):
+                # Under `make serve` the wait holds no request thread.
+                return LoopWait(
+                    wait=lambda: selectors.atask_of_when_finished(
+                        user=user, task_id=task_id, wait=wait
+                    ),
+                    finish=lambda found: drf_finish(
+                        self, request, lambda: self._detail(request, found)
+                    ),
+                )
+            task = selectors.task_of_when_finished(user=user, task_id=task_id, wait=wait)
+        return self._detail(request, task)
+
+    @staticmethod
+    def _detail(request, task: Task | None) -> Response:
+        if task is None:  # deleted while we waited
+            raise exceptions.NotFound("Task not found")
         return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
     @extend_schema(
@@ -305,7 +271,9 @@ class TaskTypesView(APIView):
                 "queue": t.queue,
                 "concurrency": t.concurrency,
                 "key_concurrency": t.key_concurrency,
+                "retention": int(t.retention.total_seconds()) if t.retention else None,
                 "args_schema": t.args_schema(),
+                "args_example": example_args(t),
             }
             for t in registry.all_types()
         ]
@@ -313,12 +281,12 @@ class TaskTypesView(APIView):
 
 
 class TaskStatusView(APIView):
-    """The seed's status route: `{"status": ...}` plus progress."""
+    """The original status route: `{"status": ...}` plus progress."""
 
     @extend_schema(
         operation_id="tasks_status",
-        tags=["seed"],
-        summary="A task's status (seed route)",
+        tags=["original"],
+        summary="A task's status (original route)",
         parameters=[ID_PARAMETER],
         responses={200: TaskStatusSerializer, 400: BAD_ID, 404: NOT_FOUND},
     )
@@ -338,13 +306,13 @@ class TaskStatusView(APIView):
 
 
 class TaskCompletedView(APIView):
-    """The seed's output route: 200 once completed, 202 while it may still
+    """The original output route: 200 once completed, 202 while it may still
     complete, 409 once it never will."""
 
     @extend_schema(
         operation_id="tasks_completed",
-        tags=["seed"],
-        summary="A completed task's output (seed route)",
+        tags=["original"],
+        summary="A completed task's output (original route)",
         parameters=[ID_PARAMETER],
         responses={
             200: TaskCompletedSerializer,
@@ -366,6 +334,7 @@ class TaskCompletedView(APIView):
             return Response(
                 {
                     "error": "Task not completed yet",
+                    "code": "not_finished",
                     "status": task.status,
                     "progress": task.progress,
                 },
@@ -376,6 +345,7 @@ class TaskCompletedView(APIView):
             {
                 "error": f"Task {task.status}; it will not complete."
                 + (f" {error}" if error else ""),
+                "code": "conflict",
                 "status": task.status,
             },
             status=status.HTTP_409_CONFLICT,

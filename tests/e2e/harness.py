@@ -34,6 +34,7 @@ import psycopg
 import requests
 from psycopg import sql
 
+from bench.common import gunicorn_args
 from tests.backends import postgres_params, uses_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,13 +220,12 @@ class Stack:
         *,
         web_workers: int = 2,
         web_threads: int = 4,
-        worker_class: str = "gthread",
+        # What `make serve` runs (WEB_SERVER=asgi); "gthread" for the WSGI tier.
+        worker_class: str = "asgi",
         database_url: str | None = None,
     ) -> None:
         self.tmp_path = tmp_path
-        self.web_args = ["--workers", str(web_workers), "--worker-class", worker_class]
-        if worker_class == "gthread":
-            self.web_args += ["--threads", str(web_threads)]
+        self.app, self.web_args = gunicorn_args(worker_class, web_workers, web_threads)
         self.pg_database: str | None = None
         database_url = database_url or os.environ.get("E2E_DATABASE_URL")
         if not database_url and uses_postgres():
@@ -314,7 +314,7 @@ class Stack:
             "web",
             "-m",
             "gunicorn",
-            "config.wsgi:application",
+            self.app,
             "--bind",
             f"127.0.0.1:{self.port}",
             *self.web_args,

@@ -164,3 +164,88 @@ def test_an_operator_filters_inspects_and_acts_on_tasks(stack, page):
     page.wait_for_url(re.compile(r"status__exact=cancelled"))
     expect(page.locator("#result_list tbody")).to_contain_text(str(later))
     assert task_row(stack, done)["status"] == "completed"
+
+
+def log_in(stack, page) -> None:
+    stack.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_superuser('operator', password={PASSWORD!r})",
+    )
+    page.goto(stack.base + "/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+
+
+def test_the_dashboard_shows_counts_and_the_chart_and_keeps_them_fresh(stack, page):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    alice = stack.login("alice")
+    for text in ("one two", "three four"):
+        stack.wait_status(alice, stack.submit(alice, "wordcount", {"text": text}), "completed")
+    stack.wait_status(alice, stack.submit(alice, "test.fail", {"message": "no"}), "failed")
+    stack.submit(alice, "wordcount", {"text": "later"}, delay=3600)
+    log_in(stack, page)
+
+    page.locator("#dashboard-link a", has_text="Dashboard").click()
+    page.wait_for_url(re.compile(r"/admin/dashboard/$"))
+    card = "#dash-totals [data-status={}] .count"
+    expect(page.locator(card.format("completed"))).to_have_text("2")
+    expect(page.locator(card.format("failed"))).to_have_text("1")
+    expect(page.locator(card.format("queued"))).to_have_text("1")
+    expect(
+        page.locator('#dash-types tr[data-type="wordcount"] td[data-status="completed"]')
+    ).to_have_text("2")
+    expect(
+        page.locator('#dash-queues tr[data-queue="default"] td[data-state="delayed"]')
+    ).to_have_text("1")
+    chart = page.locator("svg#throughput-chart")
+    expect(chart).to_be_visible()
+    assert chart.bounding_box()["width"] > 300
+    expect(chart.locator("rect.bar-completed")).to_have_count(1)
+    expect(chart.locator("rect.bar-failed")).to_have_count(1)
+    expect(page.locator("[data-last-hour=completed]")).to_have_text("2")
+    expect(page.locator("#dash-workers tr[data-worker]").first).to_be_visible()
+
+    # New work shows up without reloading the page: the script refreshes it.
+    page.evaluate("window.loadedOnce = true")
+    done = stack.submit(alice, "wordcount", {"text": "five six"})
+    stack.wait_status(alice, done, "completed")
+    expect(page.locator(card.format("completed"))).to_have_text("3")
+    expect(page.locator("[data-last-hour=completed]")).to_have_text("3")
+    assert page.evaluate("window.loadedOnce") is True
+    assert page.locator("#dashboard-status").get_attribute("data-refreshed")
+
+
+def test_a_running_tasks_page_shows_its_progress_and_log_live(stack, page):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    alice = stack.login("alice")
+    # The demo logs a line per 10% and reports progress all along.
+    running = stack.submit(alice, "demo", {"seconds": 20})
+    stack.wait_started(alice, running)
+    log_in(stack, page)
+
+    page.goto(f"{stack.base}/admin/tasks/task/{running}/change/")
+    expect(page.locator("#task-live")).to_be_visible()
+    progress = ".field-progress_display progress"
+    first = int(page.locator(progress).get_attribute("value"))
+    lines = page.locator("#task-log tbody tr").count()
+    page.evaluate("window.loadedOnce = true")
+
+    page.wait_for_function(f"document.querySelector({progress!r}).value > {first}", timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelectorAll('#task-log tbody tr').length > {lines}", timeout=60_000
+    )
+    expect(page.locator("#task-log tbody")).to_contain_text("% done")
+    assert page.evaluate("window.loadedOnce") is True
+
+    # Once it has finished the page reloads itself and shows the output.
+    expect(page.locator("#content")).to_contain_text("Task completed")
+    expect(page.locator(".field-status_label")).to_contain_text("Completed")
+    assert page.locator("#task-live").count() == 0

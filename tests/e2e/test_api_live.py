@@ -1,4 +1,4 @@
-"""The API against real processes: long-poll on gunicorn gthread workers, and
+"""The API against real processes: long-poll on `make serve`'s uvicorn workers, and
 schemathesis fuzzing every documented operation from the live schema."""
 
 import os
@@ -54,6 +54,8 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
             # Fuzzing submits many tasks; the cap is tested elsewhere.
             "TASK_MAX_UNFINISHED_PER_USER": "0",
             "Q_WORKERS": "1",
+            # An event stream stays open this long at most.
+            "TASK_EVENTS_MAX_SECONDS": "3",
         },
     )
     try:
@@ -78,8 +80,9 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
                 # parallel workers have been seen to crash schemathesis itself.
                 "--workers",
                 "1",
+                # Above the longest `?wait=` (30 s), which answers after it.
                 "--request-timeout",
-                "30",
+                "45",
                 "--seed",
                 "1",
                 "--no-color",
@@ -90,14 +93,16 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path):
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=600,
+            # Minutes on a busy machine: hundreds of requests, some long-polls.
+            timeout=900,
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-15000:]
         counts = re.search(r"(\d+) generated, (\d+) passed", output)
         assert counts, output[-5000:]
         assert int(counts[1]) == int(counts[2]) > 100, output[-5000:]
-        assert "Operations:       14 selected / 14 total" in output, output[:3000]
+        # Every operation of the schema was selected (however many there are).
+        assert re.search(r"Operations:\s+(\d+) selected / \1 total", output), output[:3000]
         logs = stack.all_logs()
         assert '" 500 ' not in logs and "Traceback" not in logs, logs[-10000:]
     finally:

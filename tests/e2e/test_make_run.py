@@ -72,7 +72,7 @@ class MakeRun:
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
         env |= {"PORT": str(self.port), "DATABASE_URL": f"sqlite:///{self.database}"}
         self.make = subprocess.Popen(
-            ["make", "-o", ".venv/.installed", "run"],
+            ["make", "-o", ".venv/.installed-run", "run"],
             cwd=copy,
             env=env,
             stdout=self.log.open("w"),

@@ -62,6 +62,7 @@ def test_concurrent_clients_and_workers_write_without_errors(stack):
     logs = stack.all_logs()
     assert "database is locked" not in logs
     assert '" 500 ' not in logs and "Traceback" not in logs
+    assert " ERROR " not in logs, [line for line in logs.splitlines() if " ERROR " in line][:5]
 
 
 def test_another_users_task_is_not_found_over_http(stack):
@@ -71,7 +72,7 @@ def test_another_users_task_is_not_found_over_http(stack):
     for path in (f"/tasks/{task_id}", f"/tasks/status/{task_id}", f"/tasks/completed/{task_id}"):
         response = bob.get(stack.base + path, timeout=10)
         assert response.status_code == 404
-        assert response.json() == {"error": "Task not found"}
+        assert response.json() == {"error": "Task not found", "code": "not_found"}
     assert requests.get(f"{stack.base}/tasks/{task_id}", timeout=10).status_code == 401
 
 

@@ -138,3 +138,34 @@ task_type(
     description="Waits in the `reports` queue.",
 )(_hold)
 task_type("test.hold", args=HoldArgs, description="Sleeps, then says when and where it ran.")(_hold)
+
+
+class JoinArgs(serializers.Serializer):
+    label = serializers.CharField(max_length=100)
+
+
+@task_type(
+    "test.join",
+    args=JoinArgs,
+    description="Returns its label and the outputs of the tasks it depends on.",
+)
+def join(ctx, label: str):
+    outputs = ctx.dependency_outputs
+    return {"label": label, "parents": {str(k): v for k, v in sorted(outputs.items())}}
+
+
+class LogArgs(serializers.Serializer):
+    lines = serializers.IntegerField(min_value=0, max_value=100_000)
+    fail = serializers.BooleanField(default=False)
+    pause = serializers.FloatField(min_value=0, max_value=60, default=0)
+
+
+@task_type("test.log", args=LogArgs, description="Writes `lines` log lines, then maybe fails.")
+def write_log(ctx, lines: int, fail: bool, pause: float):
+    for n in range(1, lines + 1):
+        ctx.log("line %d of attempt %d", n, ctx.attempt)
+        if pause:
+            ctx.sleep(pause)
+    if fail:
+        raise RuntimeError("failed after logging")
+    return {"lines": lines}

@@ -1,0 +1,111 @@
+"""A cache backend for throttle counters, kept in the database.
+
+Throttles only hold if every web process counts in the same place. With
+several processes (`make serve` runs gunicorn with WEB_WORKERS of them) or
+hosts, per-process memory lets each process's share through. Rather than
+require Redis, the default (CACHE_URL unset) keeps the counters in the one
+thing every web process of every documented setup already shares: the
+database (a SQLite file on one host, PostgreSQL when scaled out). Django's
+own database cache cannot serve: its `incr` reads, adds and writes back, so
+processes counting together lose increments. Here an increment is one
+UPDATE of the row inside a transaction (PostgreSQL's row lock, SQLite's
+write lock order concurrent ones), and creating a window's row relies on
+the unique key. The cost is one small write per throttled request (logins,
+refreshes, task submissions); CACHE_URL=redis://... moves them to Redis.
+
+Only integer values are stored: it is a counter store, not a general cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.db import IntegrityError, router, transaction
+from django.db.models import F
+
+# A key never expires: far enough ahead, and still a plain float.
+NEVER = 1e15
+
+
+class DatabaseCounterCache(BaseCache):
+    def __init__(self, location: str, params: dict) -> None:
+        super().__init__(params)
+
+    @staticmethod
+    def _model():
+        from .models import ThrottleCounter
+
+        return ThrottleCounter
+
+    def _db(self) -> str:
+        return router.db_for_write(self._model())
+
+    def _key(self, key, version=None) -> str:
+        # No memcached key rules to check: long keys are hashed below.
+        key = self.make_key(key, version=version)
+        # Throttle keys carry a hex-encoded username of up to 150 characters.
+        if len(key) > 200:
+            key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        return key
+
+    def _expires(self, timeout) -> float:
+        timeout = self.get_backend_timeout(timeout)
+        return NEVER if timeout is None else timeout
+
+    @staticmethod
+    def _int(value) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("DatabaseCounterCache stores integer counters only.")
+        return value
+
+    def _live(self, key: str):
+        return self._model().objects.using(self._db()).filter(key=key, expires__gt=time.time())
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        key, value = self._key(key, version), self._int(value)
+        rows = self._model().objects.using(self._db())
+        with transaction.atomic(using=self._db()):
+            # Dead rows (this key's last window among them) go as new ones come.
+            rows.filter(expires__lte=time.time()).delete()
+            try:
+                with transaction.atomic(using=self._db()):
+                    rows.create(key=key, value=value, expires=self._expires(timeout))
+            except IntegrityError:  # another process created it first
+                return False
+        return True
+
+    def get(self, key, default=None, version=None):
+        value = self._live(self._key(key, version)).values_list("value", flat=True).first()
+        return default if value is None else value
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> None:
+        key, value = self._key(key, version), self._int(value)
+        self._model().objects.using(self._db()).update_or_create(
+            key=key, defaults={"value": value, "expires": self._expires(timeout)}
+        )
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
+        return bool(self._live(self._key(key, version)).update(expires=self._expires(timeout)))
+
+    def incr(self, key, delta=1, version=None) -> int:
+        key = self._key(key, version)
+        with transaction.atomic(using=self._db()):
+            # The UPDATE locks the row until commit, so the value read next is
+            # this increment's, not a later one's.
+            if not self._live(key).update(value=F("value") + delta):
+                raise ValueError(f"Key '{key}' not found")
+            return self._live(key).values_list("value", flat=True).get()
+
+    def delete(self, key, version=None) -> bool:
+        deleted, _ = (
+            self._model().objects.using(self._db()).filter(key=self._key(key, version)).delete()
+        )
+        return bool(deleted)
+
+    def has_key(self, key, version=None) -> bool:
+        return self._live(self._key(key, version)).exists()
+
+    def clear(self) -> None:
+        self._model().objects.using(self._db()).all().delete()
