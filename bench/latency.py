@@ -18,6 +18,7 @@ its ORM broker every Q_POLL seconds on both.
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import time
@@ -26,6 +27,10 @@ from bench import common
 
 # The goals for the project's p50, per database (ms).
 P50_TARGET_MS = {"sqlite": 25.0, "pg": 5.0}
+# The stages of one project task, between the bench's clock and the row's
+# timestamps: submit until the row's created_at, until a worker started it
+# (claim and hand-over), until it completed, until the bench saw it.
+STAGES = ("submit", "claim_and_start", "run_and_complete", "seen")
 
 
 def measure(backend: common.Backend, tasks: int, poll: float, gap: float) -> dict:
@@ -44,11 +49,23 @@ def measure(backend: common.Backend, tasks: int, poll: float, gap: float) -> dic
                 raise SystemExit("a task did not complete within 120 s")
             time.sleep(poll)
 
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+
     def project() -> float:
-        started = time.perf_counter()
+        started, wall = time.perf_counter(), time.time()
         task_id = services.submit_task(owner=owner, type_name="bench.noop").task.pk
         wait(Task.objects.filter(pk=task_id, status=Status.COMPLETED), started)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        # Where the time went, from the row's own timestamps (one clock: one host).
+        row = Task.objects.values("created_at", "started_at", "finished_at").get(pk=task_id)
+        marks = [
+            row["created_at"].timestamp(),
+            row["started_at"].timestamp(),
+            row["finished_at"].timestamp(),
+        ]
+        for name, (a, b) in zip(STAGES, itertools.pairwise([wall, *marks, wall + elapsed])):
+            stages[name].append(b - a)
+        return elapsed
 
     def raw() -> float:
         started = time.perf_counter()
@@ -64,6 +81,8 @@ def measure(backend: common.Backend, tasks: int, poll: float, gap: float) -> dic
         # and pays for imports and connections.
         project(), raw()
         samples = {"project": [], "raw": []}
+        for values in stages.values():
+            values.clear()
         rng = random.Random(0)
         for _ in range(tasks):
             time.sleep(rng.uniform(0, gap))
@@ -79,7 +98,11 @@ def measure(backend: common.Backend, tasks: int, poll: float, gap: float) -> dic
             "p99_ms": 1000 * common.percentile(values, 99),
         }
         for kind, values in samples.items()
-    } | {"locked": logs.count("database is locked"), "tracebacks": logs.count("Traceback")}
+    } | {
+        "stages_p50_ms": {name: 1000 * common.percentile(v, 50) for name, v in stages.items()},
+        "locked": logs.count("database is locked"),
+        "tracebacks": logs.count("Traceback"),
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -142,6 +165,16 @@ def main(argv: list[str]) -> None:
                 "tracebacks",
             ],
             rows,
+        )
+    )
+    print("\nWhere the project's time goes, p50 of each stage (ms)\n")
+    print(
+        common.table(
+            ["backend", *STAGES],
+            [
+                [common.BACKENDS[backend], *r["stages_p50_ms"].values()]
+                for backend, r in results.items()
+            ],
         )
     )
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from webhooks import outbox
 
-from . import dependencies, logs
+from . import dependencies, logs, statements
 from .models import Status, Task, TaskAttempt
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,15 @@ def start_attempt(
     changes = {"started_at": now, "worker": worker, "lease_expires_at": lease, "error": None}
 
     def write() -> int:
-        # An owner without webhooks: one UPDATE, as it always was.
-        if claim.filter(outbox.unwatched()).update(**changes):
+        # An owner without webhooks: one UPDATE, written once (tasks.statements).
+        if statements.start(
+            task_id=task_id,
+            attempt=attempt,
+            worker=worker,
+            claimed_by=claimed_by,
+            now=now,
+            lease=lease,
+        ):
             return 1
         # Its owner has webhooks (or the claim is no longer ours): the event
         # is recorded in the transaction of the start.
@@ -170,12 +177,17 @@ def complete_attempt(*, task_id: int, attempt: int, output: Any) -> bool:
             "finished_at": timezone.now(),
             "lease_expires_at": None,
         }
-        # Nobody waits for most tasks, nor watches them: one UPDATE, as it
-        # always was.
-        current = _current(task_id, attempt)
-        quiet = current.filter(outbox.unwatched(), has_dependants=False)
-        if quiet.transition(Status.COMPLETED, **changes):
+        # Nobody waits for most tasks, nor watches them: one UPDATE, written
+        # once (tasks.statements).
+        if statements.complete(
+            task_id=task_id,
+            attempt=attempt,
+            output=output,
+            truncated=truncated,
+            now=changes["finished_at"],
+        ):
             return 1
+        current = _current(task_id, attempt)
         # Some task depends on this one, or its owner has webhooks (or the
         # attempt is no longer ours): one transaction with the release of the
         # tasks waiting for it and the webhook events.

@@ -40,7 +40,7 @@ class Webhook(models.Model):
         ordering = ["-id"]
         indexes = [
             # The API lists an owner's webhooks; a finishing task asks
-            # whether its owner has any (webhooks.outbox.unwatched).
+            # whether its owner has any (tasks.statements).
             models.Index(fields=["owner", "-id"], name="webhook_owner_id"),
         ]
 

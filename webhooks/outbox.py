@@ -7,10 +7,11 @@ transition or not at all, and the sender (webhooks.delivery) picks it up
 later; a slow receiver never delays a task.
 
 Owners without webhooks must pay nearly nothing on the two hot paths
-(starting and completing an attempt): those keep their single UPDATE and add
-`unwatched()` to its condition, one probe of an index. Only when that UPDATE
-moves nothing (the owner has a webhook, or the attempt is no longer ours)
-do they take the slower path that records events.
+(starting and completing an attempt): those keep their single UPDATE, with
+a NOT EXISTS probe of this app's owner index in its condition
+(tasks.statements). Only when that UPDATE moves nothing (the owner has a
+webhook, or the attempt is no longer ours) do they take the slower path
+that records events.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
-from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from .models import EVENTS, Delivery, Webhook
@@ -30,11 +29,6 @@ from .models import EVENTS, Delivery, Webhook
 STARTED, COMPLETED, FAILED, CANCELLED = EVENTS
 # The event a task's new status reports (an automatic retry reports nothing).
 FOR_STATUS = {"completed": COMPLETED, "failed": FAILED, "cancelled": CANCELLED}
-
-
-def unwatched() -> Combinable:
-    """For a Task queryset's filter: the task's owner has no active webhook."""
-    return ~Exists(Webhook.objects.filter(owner_id=OuterRef("owner_id"), active=True))
 
 
 def new_msg_id() -> str:
