@@ -83,7 +83,10 @@ def _execute(sql: str, params: list[Any]) -> int:
 def _prep(name: str, value: Any) -> Any:
     """`value` as the database takes it for the field `name` (a datetime as
     SQLite's text, JSON as the driver's JSON parameter...)."""
-    return Task._meta.get_field(name).get_db_prep_save(value, connection)
+    return _FIELDS[name].get_db_prep_save(value, connection)
+
+
+_FIELDS = {field.name: field for field in Task._meta.concrete_fields}
 
 
 def _column(model: Any, name: str) -> str:
