@@ -72,10 +72,6 @@ def start_attempt(
     (`claimed_by` tells them apart), cancelled, or started already."""
     now = timezone.now()
     lease = now + timedelta(seconds=_conf("LEASE_SECONDS"))
-    claim = _current(task_id, attempt).filter(started_at__isnull=True, lease_expires_at__gt=now)
-    if claimed_by is not None:
-        claim = claim.filter(claimed_by=claimed_by)
-    changes = {"started_at": now, "worker": worker, "lease_expires_at": lease, "error": None}
 
     def write() -> int:
         # An owner without webhooks: one UPDATE, written once (tasks.statements).
@@ -90,8 +86,13 @@ def start_attempt(
             return 1
         # Its owner has webhooks (or the claim is no longer ours): the event
         # is recorded in the transaction of the start.
+        claim = _current(task_id, attempt).filter(started_at__isnull=True, lease_expires_at__gt=now)
+        if claimed_by is not None:
+            claim = claim.filter(claimed_by=claimed_by)
         with transaction.atomic():
-            started = claim.update(**changes)
+            started = claim.update(
+                started_at=now, worker=worker, lease_expires_at=lease, error=None
+            )
             if started:
                 outbox.task_event(outbox.STARTED, task_id)
             return started

@@ -9,11 +9,12 @@ turn (users take turns among equal priorities), due time, id.
 Claiming moves a row from queued to in_progress with its next attempt
 number, a short lease and the claiming cluster's name, in one statement
 (UPDATE ... RETURNING, with SKIP LOCKED on PostgreSQL so that clusters on
-any number of hosts never wait for one another). It is the only raw
-statement in the project, written here once on Django's cursor. The worker
-that then runs the attempt starts it (`lifecycle.start_attempt`); a claim
-whose cluster died before that is released by the reaper when its lease
-expires.
+any number of hosts never wait for one another), written here once per
+database and run on Django's cursor. With tasks.statements (the worker's
+start and completion) it is the only SQL the project writes by hand, for
+the reason given there. The worker that then runs the attempt starts it
+(`lifecycle.start_attempt`); a claim whose cluster died before that is
+released by the reaper when its lease expires.
 
 Global limits (per type, per key, per user) need every claimer to see the
 others' claims: when any may apply, claims take turns (an advisory lock on
@@ -23,6 +24,7 @@ leave over-limit tasks queued without letting them block the rest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -110,8 +112,7 @@ _rotation = itertools.count()
 def _claim_from(queue_name: str, *, cluster: str, limit: int) -> list[Claimed]:
     now = timezone.now()
     if not _limits_may_apply(queue_name):
-        candidates = runnable(queues=[queue_name], now=now)[:limit]
-        return _take(candidates, cluster=cluster, now=now)
+        return _take(_runnable_in(queue_name, now=now, limit=limit), cluster=cluster, now=now)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -120,13 +121,13 @@ def _claim_from(queue_name: str, *, cluster: str, limit: int) -> list[Claimed]:
         if not ids:
             return []
         picked = Task.objects.filter(pk__in=ids, status=Status.QUEUED)
-        return _take(picked, cluster=cluster, now=now)
+        return _take(_compiled(picked), cluster=cluster, now=now)
 
 
 def claim_one(*, task_id: int, cluster: str) -> Claimed | None:
     """Claim one given task if it is runnable now, ignoring limits (inline runs)."""
     now = timezone.now()
-    taken = _take(runnable(now=now).filter(pk=task_id), cluster=cluster, now=now)
+    taken = _take(_compiled(runnable(now=now).filter(pk=task_id)), cluster=cluster, now=now)
     return taken[0] if taken else None
 
 
@@ -227,37 +228,59 @@ def _key_limit(task_type: registry.TaskType | None) -> int | None:
     return task_type.key_concurrency if task_type is not None else None
 
 
-def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Claimed]:
-    """The claim statement: move the `candidates` rows that are still queued
-    to in_progress for `cluster`, and return them in claim order.
+Statement = tuple[str, list[Any]]
+
+
+def _compiled(candidates: QuerySet[Task]) -> Statement:
+    """The ids of `candidates` as a SELECT, built by the ORM."""
+    sql, params = candidates.values("pk").query.get_compiler(connection=connection).as_sql()
+    return sql, list(params)
+
+
+def _runnable_in(queue_name: str, *, now: datetime, limit: int) -> Statement:
+    """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s ids,
+    written once per database: it is in every claim, and building it through
+    the ORM each time cost more than running it (tasks.statements says why
+    that matters; tests/test_queue.py holds the two to the same rows)."""
+    return _runnable_sql(connection.vendor), [
+        _FIELDS["run_at"].get_db_prep_value(now, connection),
+        Status.QUEUED,
+        queue_name,
+        limit,
+    ]
+
+
+@functools.cache
+def _runnable_sql(vendor: str) -> str:
+    # `vendor` keys the cache: the quoting is the database's. The conditions
+    # are the claim index's own (queued, not waiting), as in `runnable`.
+    c = _quoted_column
+    return (
+        f"SELECT {c('id')} FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"WHERE {c('run_at')} <= %s AND {c('status')} = %s AND NOT {c('waiting')} "
+        f"AND {c('queue')} = %s "
+        f"ORDER BY {c('priority')} DESC, {c('turn')} ASC, {c('run_at')} ASC, {c('id')} ASC "
+        f"LIMIT %s"
+    )
+
+
+def _quoted_column(name: str) -> str:
+    quote = connection.ops.quote_name
+    return f"{quote(Task._meta.db_table)}.{quote(_FIELDS[name].column)}"
+
+
+def _take(candidates: Statement, *, cluster: str, now: datetime) -> list[Claimed]:
+    """The claim statement: move the rows that the SELECT `candidates` picks
+    and that are still queued to in_progress for `cluster`, and return them
+    in claim order.
 
     One UPDATE ... WHERE id IN (<candidates>) RETURNING, so the claim costs
-    one round trip; the candidates' SELECT is built by the ORM. On PostgreSQL
-    it locks the rows it picks and skips those another cluster is taking.
+    one round trip. On PostgreSQL it locks the rows it picks and skips those
+    another cluster is taking.
     """
-    meta = Task._meta
-    quote = connection.ops.quote_name
-    column_id = quote(meta.pk.column)
-    select, select_params = (
-        candidates.values("pk").query.get_compiler(connection=connection).as_sql()
-    )
+    select, select_params = candidates
     if connection.features.has_select_for_update_skip_locked:
         select += " FOR UPDATE SKIP LOCKED"
-    # PostgreSQL may run an IN (subquery) again for each row it updates (a
-    # nested-loop semi-join), and each run locks and returns rows the last
-    # one had not, so the LIMIT would bound nothing: ARRAY() runs it once.
-    # The rows it returns were queued when it locked them (the candidates
-    # ask for queued rows; a lock re-checks that on the row's latest
-    # version) and stay locked, so the UPDATE does not ask again: asking
-    # lets the planner read the claim's partial index, every queued row,
-    # for those few ids whenever statistics say the queue is short.
-    if connection.vendor == "postgresql":
-        where, where_params = f"{column_id} = ANY(ARRAY({select}))", select_params
-    else:
-        where = f"{column_id} IN ({select}) AND {quote(meta.get_field('status').column)} = %s"
-        where_params = [*select_params, Status.QUEUED]
-    fields = {field.name: field for field in meta.concrete_fields}
-    column = {name: quote(fields[name].column) for name in _CLAIM_COLUMNS}
     sets = {
         "status": Status.IN_PROGRESS,
         "claimed_by": cluster,
@@ -269,20 +292,14 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
         "progress_message": "",
         "updated_at": now,
     }
-    assignments = [f"{column['attempts']} = {column['attempts']} + 1"]
-    params: list[Any] = []
-    for name, value in sets.items():
-        assignments.append(f"{column[name]} = %s")
-        params.append(fields[name].get_db_prep_save(value, connection))
-    returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
-        f"WHERE {where} "
-        f"RETURNING {', '.join(column[name] for name in returned)}"
-    )
-    params += where_params
+    params = [_FIELDS[name].get_db_prep_save(value, connection) for name, value in sets.items()]
+    if connection.vendor == "postgresql":
+        where_params = select_params
+    else:
+        where_params = [*select_params, Status.QUEUED]
+    sql = _claim_sql(connection.vendor, tuple(sets)).replace("{select}", select)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*params, *where_params])
         rows = cursor.fetchall()
     claimed = []
     for pk, attempt, type_name, args, timeout, owner_id, priority, turn, run_at in rows:
@@ -298,6 +315,34 @@ def _take(candidates: QuerySet[Task], *, cluster: str, now: datetime) -> list[Cl
         )
     # RETURNING follows no order: hand the tasks out in claim order.
     return [c for _, c in sorted(claimed, key=lambda pair: pair[0])]
+
+
+@functools.cache
+def _claim_sql(vendor: str, assigned: tuple[str, ...]) -> str:
+    """The claim's UPDATE, with `{select}` where the candidates go and a
+    parameter per `assigned` field."""
+    quote = connection.ops.quote_name
+    column = {name: quote(_FIELDS[name].column) for name in _CLAIM_COLUMNS}
+    # PostgreSQL may run an IN (subquery) again for each row it updates (a
+    # nested-loop semi-join), and each run locks and returns rows the last
+    # one had not, so the LIMIT would bound nothing: ARRAY() runs it once.
+    # The rows it returns were queued when it locked them (the candidates
+    # ask for queued rows; a lock re-checks that on the row's latest
+    # version) and stay locked, so the UPDATE does not ask again: asking
+    # lets the planner read the claim's partial index, every queued row,
+    # for those few ids whenever statistics say the queue is short.
+    if vendor == "postgresql":
+        where = f"{column['id']} = ANY(ARRAY({{select}}))"
+    else:
+        where = f"{column['id']} IN ({{select}}) AND {column['status']} = %s"
+    assignments = [f"{column['attempts']} = {column['attempts']} + 1"]
+    assignments += [f"{column[name]} = %s" for name in assigned]
+    returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
+    return (
+        f"UPDATE {quote(Task._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
+        f"WHERE {where} "
+        f"RETURNING {', '.join(column[name] for name in returned)}"
+    )
 
 
 _CLAIM_COLUMNS = (
@@ -320,6 +365,7 @@ _CLAIM_COLUMNS = (
     "turn",
     "run_at",
 )
+_FIELDS = {field.name: field for field in Task._meta.concrete_fields}
 
 
 # --- Wake-ups ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from tasks import lifecycle, queue, services
@@ -155,6 +156,30 @@ def test_runnable_lists_due_queued_tasks_in_claim_order(owner):
 
     assert list(queue.runnable().values_list("pk", flat=True)) == [high.pk, low.pk]
     assert list(queue.runnable(queues=["reports"])) == []
+
+
+def test_the_written_candidates_select_what_runnable_selects(make_user):
+    """The claim's SELECT written once (queue._runnable_in) picks the rows of
+    `runnable(...)[:limit]`, in its order, whatever else the table holds."""
+    users = [make_user(f"u{i}") for i in range(3)]
+    now = timezone.now()
+    for i in range(12):
+        submit(users[i % 3], priority=(i % 4) * 5 - 5, run_at=now - timedelta(seconds=i % 5))
+    submit(users[0], delay=600)  # not due
+    submit(users[1], "test.reports")  # another queue
+    parent = submit(users[2])
+    submit(users[2], depends_on=[parent.pk])  # waiting
+    services.cancel_task(task=submit(users[0]))
+    tasks_in_states.claimed(users[1])
+
+    for limit in (0, 1, 2, 5, 50):
+        sql, params = queue._runnable_in("default", now=timezone.now(), limit=limit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            written = [row[0] for row in cursor.fetchall()]
+        orm = queue.runnable(queues=["default"])[:limit].values_list("pk", flat=True)
+        assert written == list(orm)
+    assert len(written) == 13
 
 
 def test_claim_one_takes_only_the_given_task_when_it_is_runnable(owner):
