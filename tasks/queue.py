@@ -293,13 +293,9 @@ def _take(candidates: Statement, *, cluster: str, now: datetime) -> list[Claimed
         "updated_at": now,
     }
     params = [_FIELDS[name].get_db_prep_save(value, connection) for name, value in sets.items()]
-    if connection.vendor == "postgresql":
-        where_params = select_params
-    else:
-        where_params = [*select_params, Status.QUEUED]
     sql = _claim_sql(connection.vendor, tuple(sets)).replace("{select}", select)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *where_params])
+        cursor.execute(sql, [*params, *select_params])
         rows = cursor.fetchall()
     claimed = []
     for pk, attempt, type_name, args, timeout, owner_id, priority, turn, run_at in rows:
@@ -331,10 +327,14 @@ def _claim_sql(vendor: str, assigned: tuple[str, ...]) -> str:
     # version) and stay locked, so the UPDATE does not ask again: asking
     # lets the planner read the claim's partial index, every queued row,
     # for those few ids whenever statistics say the queue is short.
+    # SQLite runs the statement inside its one write transaction, so the
+    # candidates are still queued when their rows are updated; there too,
+    # asking again made it read every queued row through the status index
+    # instead of looking up the few ids.
     if vendor == "postgresql":
         where = f"{column['id']} = ANY(ARRAY({{select}}))"
     else:
-        where = f"{column['id']} IN ({{select}}) AND {column['status']} = %s"
+        where = f"{column['id']} IN ({{select}})"
     assignments = [f"{column['attempts']} = {column['attempts']} + 1"]
     assignments += [f"{column[name]} = %s" for name in assigned]
     returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
