@@ -46,6 +46,9 @@ ENTRY_POINT = "tasks.worker.run_task"
 # The longest an idle PostgreSQL cluster waits for a notification before it
 # looks at the table anyway (delayed tasks and retries fall due silently).
 LISTEN_TIMEOUT = 0.5
+# How often an idle SQLite cluster looks whether another connection has
+# committed (a submit, a retry falling due...) within its poll interval.
+COMMIT_WATCH_SECONDS = 0.005
 
 
 class TaskBroker(Broker):
@@ -68,6 +71,7 @@ class TaskBroker(Broker):
         self._next_maintenance = 0.0
         self._next_schedules = 0.0
         self._listener: Any = None
+        self._commits: int | None = None
 
     # --- what django-q2's pusher and monitor call --------------------------------
 
@@ -80,6 +84,8 @@ class TaskBroker(Broker):
         if not free:
             return None
         try:
+            # Before the claim: a commit after this read wakes an idle wait.
+            self._commits = _commit_count()
             claimed = queue.claim(cluster=self.name, limit=free, queues=self.queues)
         except DatabaseError:
             self._give_back(free)
@@ -154,9 +160,10 @@ class TaskBroker(Broker):
     # --- waiting and housekeeping ------------------------------------------------
 
     def _wait_for_work(self) -> None:
-        """Nothing runnable: wait for a notification (PostgreSQL) or a poll interval."""
+        """Nothing runnable: wait for a notification (PostgreSQL), or up to a
+        poll interval for another connection's commit (SQLite)."""
         if connection.vendor != "postgresql":
-            time.sleep(Conf.POLL)
+            self._wait_for_a_commit(Conf.POLL)
             return
         try:
             if self._listener is None:
@@ -169,6 +176,25 @@ class TaskBroker(Broker):
             logger.warning("listening for new work failed; polling", exc_info=True)
             self._close_listener()
             time.sleep(Conf.POLL)
+
+    def _wait_for_a_commit(self, timeout: float) -> None:
+        """SQLite has no notifications, but it counts the commits of other
+        connections (`PRAGMA data_version`), and reading that count costs no
+        lock and next to nothing: an idle cluster looks at it every
+        COMMIT_WATCH_SECONDS and claims as soon as anything was committed,
+        instead of sleeping out its poll interval. A task submitted to an
+        idle cluster then starts within milliseconds, not Q_POLL / 2 on
+        average, without a claim statement (a write) every few ms."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(COMMIT_WATCH_SECONDS)
+                if _commit_count() != self._commits:
+                    return
+        except DatabaseError:
+            logger.warning("watching for commits failed; polling", exc_info=True)
+            connection.close()
+            time.sleep(max(deadline - time.monotonic(), 0))
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -228,6 +254,18 @@ class TaskBroker(Broker):
             "save": False,
             "ack_failure": True,
         }
+
+
+def _commit_count() -> int | None:
+    """SQLite's count of other connections' commits; None elsewhere.
+
+    Read on the driver's own connection: it is read hundreds of times a
+    second while idle, and Django's cursor wrapper would cost more than
+    the read (this is no query of the application's data)."""
+    if connection.vendor != "sqlite":
+        return None
+    connection.ensure_connection()
+    return connection.connection.execute("PRAGMA data_version").fetchone()[0]
 
 
 def _listen():

@@ -4,10 +4,12 @@ tests/e2e.)"""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 from django_q.signals import post_execute_in_worker
 from django_q.signing import SignedPackage
@@ -264,3 +266,37 @@ def test_an_idle_cluster_hears_of_new_work(make_user, broker, queue_only):
     heard = list(broker._listener.notifies(timeout=10, stop_after=1))
     assert [(n.channel, n.payload) for n in heard] == [("taskrunner_work", "reports")]
     assert [task_id for task_id, _ in broker.dequeue()] == [report.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_sqlite_cluster_wakes_at_another_connections_commit(
+    make_user, broker, monkeypatch, queue_only
+):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL notifies idle clusters (the test above)")
+    owner = make_user("committer")
+    monkeypatch.setattr("django_q.conf.Conf.POLL", 0.01)
+    assert broker.dequeue() is None  # nothing runnable: reads the count, waits a poll
+
+    # Nothing committed elsewhere: it waits out the whole interval.
+    started = time.monotonic()
+    broker._wait_for_a_commit(0.3)
+    assert time.monotonic() - started >= 0.3
+
+    submitted = []
+
+    def submit_elsewhere():
+        time.sleep(0.2)
+        try:
+            submitted.append(submit(owner).pk)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    thread = threading.Thread(target=submit_elsewhere)
+    started = time.monotonic()
+    thread.start()
+    broker._wait_for_a_commit(60)
+    thread.join()
+    # Woken by the commit, far sooner than the 60 s poll interval.
+    assert time.monotonic() - started < 30
+    assert [task_id for task_id, _ in broker.dequeue()] == submitted
