@@ -36,7 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import registry
@@ -120,8 +120,7 @@ def _claim_from(queue_name: str, *, cluster: str, limit: int) -> list[Claimed]:
         ids = _pick_within_limits(queue_name=queue_name, limit=limit, now=now)
         if not ids:
             return []
-        picked = Task.objects.filter(pk__in=ids, status=Status.QUEUED)
-        return _take(_compiled(picked), cluster=cluster, now=now)
+        return _take(_still_queued(ids), cluster=cluster, now=now)
 
 
 def claim_one(*, task_id: int, cluster: str) -> Claimed | None:
@@ -153,13 +152,11 @@ class _Running:
     @classmethod
     def now(cls) -> _Running:
         running = cls()
-        rows = (
-            Task.objects.filter(status=Status.IN_PROGRESS)
-            .order_by()
-            .values_list("type", "concurrency_key", "owner_id")
-            .annotate(n=Count("pk"))
-        )
-        for type_name, key, owner_id, n in rows:
+        # `Task.objects.filter(status=IN_PROGRESS).values_list("type",
+        # "concurrency_key", "owner_id").annotate(Count("pk"))`, written once.
+        for type_name, key, owner_id, n in _fetch(
+            (_running_sql(connection.vendor), [Status.IN_PROGRESS])
+        ):
             running.by_type[type_name] += n
             running.by_owner[owner_id] += n
             if key:
@@ -193,15 +190,14 @@ def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[i
         full_owners = (
             [owner for owner, n in running.by_owner.items() if n >= per_user] if per_user else []
         )
-        candidates = runnable(queues=[queue_name], now=now).exclude(pk__in=picked)
-        if full_types:
-            candidates = candidates.exclude(type__in=full_types)
-        if full_owners:
-            candidates = candidates.exclude(owner_id__in=full_owners)
-        for name, key in full_keys:
-            candidates = candidates.exclude(Q(type=name) & Q(concurrency_key=key))
         window = max(limit * WINDOW_FACTOR, MIN_WINDOW)
-        rows = list(candidates.values_list("pk", "type", "concurrency_key", "owner_id")[:window])
+        if not (picked or full_types or full_owners or full_keys):
+            # Nothing to leave out (the usual first round): written once.
+            statement = _runnable_in(queue_name, now=now, limit=window, columns=_PICK_COLUMNS)
+            rows = _fetch(statement)
+        else:
+            left_out = _leaving_out(queue_name, now, picked, full_types, full_owners, full_keys)
+            rows = list(left_out[:window])
         for pk, type_name, key, owner_id in rows:
             task_type = types.get(type_name)
             if task_type and task_type.concurrency:
@@ -224,6 +220,29 @@ def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[i
     return picked
 
 
+def _leaving_out(
+    queue_name: str,
+    now: datetime,
+    picked: list[int],
+    full_types: list[str],
+    full_owners: list[int],
+    full_keys: list[tuple[str, str]],
+) -> QuerySet:
+    """The runnable tasks of the queue, without those picked already and
+    those of full types, owners and keys, as (id, type, key, owner) rows."""
+    candidates = runnable(queues=[queue_name], now=now).exclude(pk__in=picked)
+    if full_types:
+        candidates = candidates.exclude(type__in=full_types)
+    if full_owners:
+        candidates = candidates.exclude(owner_id__in=full_owners)
+    for name, key in full_keys:
+        candidates = candidates.exclude(Q(type=name) & Q(concurrency_key=key))
+    return candidates.values_list(*_PICK_COLUMNS)
+
+
+_PICK_COLUMNS = ("id", "type", "concurrency_key", "owner")
+
+
 def _key_limit(task_type: registry.TaskType | None) -> int | None:
     return task_type.key_concurrency if task_type is not None else None
 
@@ -237,12 +256,15 @@ def _compiled(candidates: QuerySet[Task]) -> Statement:
     return sql, list(params)
 
 
-def _runnable_in(queue_name: str, *, now: datetime, limit: int) -> Statement:
-    """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s ids,
-    written once per database: it is in every claim, and building it through
-    the ORM each time cost more than running it (tasks.statements says why
-    that matters; tests/test_queue.py holds the two to the same rows)."""
-    return _runnable_sql(connection.vendor), [
+def _runnable_in(
+    queue_name: str, *, now: datetime, limit: int, columns: tuple[str, ...] = ("id",)
+) -> Statement:
+    """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s
+    `columns` (the ids unless told), written once per database: it is in
+    every claim, and building it through the ORM each time cost more than
+    running it (tasks.statements says why that matters; tests/test_queue.py
+    holds the two to the same rows)."""
+    return _runnable_sql(connection.vendor, columns), [
         _FIELDS["run_at"].get_db_prep_value(now, connection),
         Status.QUEUED,
         queue_name,
@@ -251,17 +273,49 @@ def _runnable_in(queue_name: str, *, now: datetime, limit: int) -> Statement:
 
 
 @functools.cache
-def _runnable_sql(vendor: str) -> str:
+def _runnable_sql(vendor: str, columns: tuple[str, ...]) -> str:
     # `vendor` keys the cache: the quoting is the database's. The conditions
     # are the claim index's own (queued, not waiting), as in `runnable`.
     c = _quoted_column
+    table = connection.ops.quote_name(Task._meta.db_table)
     return (
-        f"SELECT {c('id')} FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"SELECT {', '.join(map(c, columns))} FROM {table} "  # noqa: S608 (names from the model)
         f"WHERE {c('run_at')} <= %s AND {c('status')} = %s AND NOT {c('waiting')} "
         f"AND {c('queue')} = %s "
         f"ORDER BY {c('priority')} DESC, {c('turn')} ASC, {c('run_at')} ASC, {c('id')} ASC "
         f"LIMIT %s"
     )
+
+
+def _still_queued(ids: list[int]) -> Statement:
+    """The SELECT of `Task.objects.filter(pk__in=ids, status=QUEUED)`'s ids."""
+    return _still_queued_sql(connection.vendor, len(ids)), [*ids, Status.QUEUED]
+
+
+@functools.cache
+def _still_queued_sql(vendor: str, count: int) -> str:
+    c = _quoted_column
+    return (
+        f"SELECT {c('id')} FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"WHERE {c('id')} IN ({', '.join(['%s'] * count)}) AND {c('status')} = %s"
+    )
+
+
+@functools.cache
+def _running_sql(vendor: str) -> str:
+    c = _quoted_column
+    grouped = ", ".join(c(name) for name in ("type", "concurrency_key", "owner"))
+    return (
+        f"SELECT {grouped}, COUNT(*) FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"WHERE {c('status')} = %s GROUP BY {grouped}"
+    )
+
+
+def _fetch(statement: Statement) -> list[tuple]:
+    sql, params = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _quoted_column(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -180,6 +181,29 @@ def test_the_written_candidates_select_what_runnable_selects(make_user):
         orm = queue.runnable(queues=["default"])[:limit].values_list("pk", flat=True)
         assert written == list(orm)
     assert len(written) == 13
+    columns = ("id", "type", "concurrency_key", "owner")
+    rows = queue._fetch(
+        queue._runnable_in("default", now=timezone.now(), limit=50, columns=columns)
+    )
+    assert rows == list(queue.runnable(queues=["default"]).values_list(*columns))
+
+
+def test_the_written_running_counts_are_the_orms(make_user):
+    users = [make_user(f"r{i}") for i in range(2)]
+    for i in range(5):
+        task = tasks_in_states.in_progress(users[i % 2])
+        Task.objects.filter(pk=task.pk).update(concurrency_key="k" if i % 3 else "")
+    tasks_in_states.queued(users[0])
+
+    running = queue._Running.now()
+
+    orm = Task.objects.filter(status=Status.IN_PROGRESS)
+    assert running.by_owner == Counter(orm.values_list("owner_id", flat=True))
+    assert running.by_type == Counter(orm.values_list("type", flat=True))
+    assert running.by_key == Counter(
+        (t, k) for t, k in orm.exclude(concurrency_key="").values_list("type", "concurrency_key")
+    )
+    assert sum(running.by_owner.values()) == 5
 
 
 def test_claim_one_takes_only_the_given_task_when_it_is_runnable(owner):
