@@ -265,7 +265,8 @@ def _commit_count() -> int | None:
     if connection.vendor != "sqlite":
         return None
     connection.ensure_connection()
-    return connection.connection.execute("PRAGMA data_version").fetchone()[0]
+    with connection.wrap_database_errors:  # the driver's errors as Django's
+        return connection.connection.execute("PRAGMA data_version").fetchone()[0]
 
 
 def _listen():

@@ -300,3 +300,15 @@ def test_an_idle_sqlite_cluster_wakes_at_another_connections_commit(
     # Woken by the commit, far sooner than the 60 s poll interval.
     assert time.monotonic() - started < 30
     assert [task_id for task_id, _ in broker.dequeue()] == submitted
+
+
+def test_a_failing_commit_watch_falls_back_to_waiting_out_the_poll(broker, monkeypatch, db):
+    from django.db import DatabaseError
+
+    def broken():
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(cluster, "_commit_count", broken)
+    started = time.monotonic()
+    broker._wait_for_a_commit(0.2)  # logs a warning, raises nothing
+    assert time.monotonic() - started >= 0.2
