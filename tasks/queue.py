@@ -39,7 +39,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import registry
+from . import registry, statements
 from .models import Status, Task
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class _Running:
         running = cls()
         # `Task.objects.filter(status=IN_PROGRESS).values_list("type",
         # "concurrency_key", "owner_id").annotate(Count("pk"))`, written once.
-        for type_name, key, owner_id, n in _fetch(
+        for type_name, key, owner_id, n in statements.fetch(
             (_running_sql(connection.vendor), [Status.IN_PROGRESS])
         ):
             running.by_type[type_name] += n
@@ -194,7 +194,7 @@ def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[i
         if not (picked or full_types or full_owners or full_keys):
             # Nothing to leave out (the usual first round): written once.
             statement = _runnable_in(queue_name, now=now, limit=window, columns=_PICK_COLUMNS)
-            rows = _fetch(statement)
+            rows = statements.fetch(statement)
         else:
             left_out = _leaving_out(queue_name, now, picked, full_types, full_owners, full_keys)
             rows = list(left_out[:window])
@@ -247,10 +247,7 @@ def _key_limit(task_type: registry.TaskType | None) -> int | None:
     return task_type.key_concurrency if task_type is not None else None
 
 
-Statement = tuple[str, list[Any]]
-
-
-def _compiled(candidates: QuerySet[Task]) -> Statement:
+def _compiled(candidates: QuerySet[Task]) -> statements.Statement:
     """The ids of `candidates` as a SELECT, built by the ORM."""
     sql, params = candidates.values("pk").query.get_compiler(connection=connection).as_sql()
     return sql, list(params)
@@ -258,14 +255,14 @@ def _compiled(candidates: QuerySet[Task]) -> Statement:
 
 def _runnable_in(
     queue_name: str, *, now: datetime, limit: int, columns: tuple[str, ...] = ("id",)
-) -> Statement:
+) -> statements.Statement:
     """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s
     `columns` (the ids unless told), written once per database: it is in
     every claim, and building it through the ORM each time cost more than
     running it (tasks.statements says why that matters; tests/test_queue.py
     holds the two to the same rows)."""
     return _runnable_sql(connection.vendor, columns), [
-        _FIELDS["run_at"].get_db_prep_value(now, connection),
+        statements.prep("run_at", now),
         Status.QUEUED,
         queue_name,
         limit,
@@ -276,10 +273,9 @@ def _runnable_in(
 def _runnable_sql(vendor: str, columns: tuple[str, ...]) -> str:
     # `vendor` keys the cache: the quoting is the database's. The conditions
     # are the claim index's own (queued, not waiting), as in `runnable`.
-    c = _quoted_column
-    table = connection.ops.quote_name(Task._meta.db_table)
+    c = statements.column
     return (
-        f"SELECT {', '.join(map(c, columns))} FROM {table} "  # noqa: S608 (names from the model)
+        f"SELECT {', '.join(map(c, columns))} FROM {statements.table()} "  # noqa: S608 (names from the model)
         f"WHERE {c('run_at')} <= %s AND {c('status')} = %s AND NOT {c('waiting')} "
         f"AND {c('queue')} = %s "
         f"ORDER BY {c('priority')} DESC, {c('turn')} ASC, {c('run_at')} ASC, {c('id')} ASC "
@@ -287,43 +283,31 @@ def _runnable_sql(vendor: str, columns: tuple[str, ...]) -> str:
     )
 
 
-def _still_queued(ids: list[int]) -> Statement:
+def _still_queued(ids: list[int]) -> statements.Statement:
     """The SELECT of `Task.objects.filter(pk__in=ids, status=QUEUED)`'s ids."""
     return _still_queued_sql(connection.vendor, len(ids)), [*ids, Status.QUEUED]
 
 
 @functools.cache
 def _still_queued_sql(vendor: str, count: int) -> str:
-    c = _quoted_column
+    c = statements.column
     return (
-        f"SELECT {c('id')} FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"SELECT {c('id')} FROM {statements.table()} "  # noqa: S608 (names from the model)
         f"WHERE {c('id')} IN ({', '.join(['%s'] * count)}) AND {c('status')} = %s"
     )
 
 
 @functools.cache
 def _running_sql(vendor: str) -> str:
-    c = _quoted_column
+    c = statements.column
     grouped = ", ".join(c(name) for name in ("type", "concurrency_key", "owner"))
     return (
-        f"SELECT {grouped}, COUNT(*) FROM {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"SELECT {grouped}, COUNT(*) FROM {statements.table()} "  # noqa: S608 (names from the model)
         f"WHERE {c('status')} = %s GROUP BY {grouped}"
     )
 
 
-def _fetch(statement: Statement) -> list[tuple]:
-    sql, params = statement
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _quoted_column(name: str) -> str:
-    quote = connection.ops.quote_name
-    return f"{quote(Task._meta.db_table)}.{quote(_FIELDS[name].column)}"
-
-
-def _take(candidates: Statement, *, cluster: str, now: datetime) -> list[Claimed]:
+def _take(candidates: statements.Statement, *, cluster: str, now: datetime) -> list[Claimed]:
     """The claim statement: move the rows that the SELECT `candidates` picks
     and that are still queued to in_progress for `cluster`, and return them
     in claim order.
@@ -346,11 +330,9 @@ def _take(candidates: Statement, *, cluster: str, now: datetime) -> list[Claimed
         "progress_message": "",
         "updated_at": now,
     }
-    params = [_FIELDS[name].get_db_prep_save(value, connection) for name, value in sets.items()]
+    params = [statements.prep(name, value) for name, value in sets.items()]
     sql = _claim_sql(connection.vendor, tuple(sets)).replace("{select}", select)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *select_params])
-        rows = cursor.fetchall()
+    rows = statements.fetch((sql, [*params, *select_params]))
     claimed = []
     for pk, attempt, type_name, args, timeout, owner_id, priority, turn, run_at in rows:
         if isinstance(args, str):  # JSON comes back as text from SQLite and psycopg
@@ -371,8 +353,7 @@ def _take(candidates: Statement, *, cluster: str, now: datetime) -> list[Claimed
 def _claim_sql(vendor: str, assigned: tuple[str, ...]) -> str:
     """The claim's UPDATE, with `{select}` where the candidates go and a
     parameter per `assigned` field."""
-    quote = connection.ops.quote_name
-    column = {name: quote(_FIELDS[name].column) for name in _CLAIM_COLUMNS}
+    column = {name: statements.bare_column(name) for name in _CLAIM_COLUMNS}
     # PostgreSQL may run an IN (subquery) again for each row it updates (a
     # nested-loop semi-join), and each run locks and returns rows the last
     # one had not, so the LIMIT would bound nothing: ARRAY() runs it once.
@@ -393,7 +374,7 @@ def _claim_sql(vendor: str, assigned: tuple[str, ...]) -> str:
     assignments += [f"{column[name]} = %s" for name in assigned]
     returned = ("id", "attempts", "type", "args", "timeout", "owner", "priority", "turn", "run_at")
     return (
-        f"UPDATE {quote(Task._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
+        f"UPDATE {statements.table()} SET {', '.join(assignments)} "  # noqa: S608 (names from the model)
         f"WHERE {where} "
         f"RETURNING {', '.join(column[name] for name in returned)}"
     )
@@ -419,7 +400,6 @@ _CLAIM_COLUMNS = (
     "turn",
     "run_at",
 )
-_FIELDS = {field.name: field for field in Task._meta.concrete_fields}
 
 
 # --- Wake-ups ------------------------------------------------------------------------

@@ -14,7 +14,9 @@ capture see them as any other). They mean exactly what their ORM
 counterparts in `tasks.lifecycle` mean, which stay the slow paths: those
 run only when a statement here moves nothing (the owner has webhooks, the
 task has dependants, or the attempt is no longer ours). Nothing else in the
-project writes SQL by hand except the claim (tasks.queue).
+project writes SQL by hand except the claim (tasks.queue), which is made of
+the same pieces (quoted names, prepared values, Django's cursor) defined
+here.
 """
 
 from __future__ import annotations
@@ -43,17 +45,17 @@ def start(
     `lifecycle.start_attempt`'s first UPDATE. False when it moved nothing."""
     sql = _start_sql(connection.vendor, claimed_by is not None)
     params = [
-        _prep("started_at", now),
+        prep("started_at", now),
         worker,
-        _prep("lease_expires_at", lease),
+        prep("lease_expires_at", lease),
         task_id,
         Status.IN_PROGRESS,
         attempt,
-        _prep("lease_expires_at", now),
+        prep("lease_expires_at", now),
     ]
     if claimed_by is not None:
         params.append(claimed_by)
-    return _execute(sql, params) == 1
+    return execute(sql, params) == 1
 
 
 def complete(*, task_id: int, attempt: int, output: Any, truncated: bool, now: datetime) -> bool:
@@ -62,31 +64,61 @@ def complete(*, task_id: int, attempt: int, output: Any, truncated: bool, now: d
     UPDATE. False when it moved nothing."""
     params = [
         Status.COMPLETED,
-        _prep("updated_at", now),
-        _prep("output", output),
+        prep("updated_at", now),
+        prep("output", output),
         truncated,
-        _prep("finished_at", now),
+        prep("finished_at", now),
         task_id,
         Status.IN_PROGRESS,
         attempt,
         False,
     ]
-    return _execute(_complete_sql(connection.vendor), params) == 1
+    return execute(_complete_sql(connection.vendor), params) == 1
 
 
-def _execute(sql: str, params: list[Any]) -> int:
+# --- The pieces every hand-written statement is made of (here and in tasks.queue)
+
+Statement = tuple[str, list[Any]]
+
+
+def execute(sql: str, params: list[Any]) -> int:
+    """Run a written statement on Django's cursor; how many rows it changed."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
 
-def _prep(name: str, value: Any) -> Any:
-    """`value` as the database takes it for the field `name` (a datetime as
-    SQLite's text, JSON as the driver's JSON parameter...)."""
+def fetch(statement: Statement) -> list[tuple]:
+    """Run a written SELECT (or ... RETURNING) on Django's cursor; its rows."""
+    sql, params = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def prep(name: str, value: Any) -> Any:
+    """`value` as the database takes it for the Task field `name` (a datetime
+    as SQLite's text, JSON as the driver's JSON parameter...)."""
     return _FIELDS[name].get_db_prep_save(value, connection)
 
 
 _FIELDS = {field.name: field for field in Task._meta.concrete_fields}
+
+
+def table() -> str:
+    """The task table's name, quoted for this database."""
+    return connection.ops.quote_name(Task._meta.db_table)
+
+
+def bare_column(name: str) -> str:
+    """The Task field `name`'s column, quoted (for SET, which takes no table)."""
+    return connection.ops.quote_name(_FIELDS[name].column)
+
+
+def column(name: str) -> str:
+    """The Task field `name`'s column, quoted, qualified by the table (so it
+    reads the same inside a subquery on the same table)."""
+    return f"{table()}.{bare_column(name)}"
 
 
 def _column(model: Any, name: str) -> str:
@@ -95,11 +127,10 @@ def _column(model: Any, name: str) -> str:
 
 def _unwatched() -> str:
     """The condition of `webhooks.outbox.unwatched()`, on the task row."""
-    table = connection.ops.quote_name(Task._meta.db_table)
     webhooks = connection.ops.quote_name(Webhook._meta.db_table)
     return (
         f"NOT EXISTS (SELECT 1 FROM {webhooks} w "  # noqa: S608 (names from the models)
-        f"WHERE w.{_column(Webhook, 'owner')} = {table}.{_column(Task, 'owner')} "
+        f"WHERE w.{_column(Webhook, 'owner')} = {column('owner')} "
         f"AND w.{_column(Webhook, 'active')})"
     )
 
@@ -107,9 +138,9 @@ def _unwatched() -> str:
 @functools.cache
 def _start_sql(vendor: str, with_claimer: bool) -> str:
     # `vendor` keys the cache: the quoting is the database's.
-    c = functools.partial(_column, Task)
+    c = bare_column
     sql = (
-        f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"UPDATE {table()} "  # noqa: S608 (names from the model)
         f"SET {c('started_at')} = %s, {c('worker')} = %s, "
         f"{c('lease_expires_at')} = %s, {c('error')} = NULL "
         f"WHERE {c('id')} = %s AND {c('status')} = %s AND {c('attempts')} = %s "
@@ -121,9 +152,9 @@ def _start_sql(vendor: str, with_claimer: bool) -> str:
 
 @functools.cache
 def _complete_sql(vendor: str) -> str:
-    c = functools.partial(_column, Task)
+    c = bare_column
     return (
-        f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608 (names from the model)
+        f"UPDATE {table()} "  # noqa: S608 (names from the model)
         f"SET {c('status')} = %s, {c('updated_at')} = %s, {c('output')} = %s, "
         f"{c('output_truncated')} = %s, {c('progress')} = 100, {c('finished_at')} = %s, "
         f"{c('lease_expires_at')} = NULL "

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks import lifecycle, queue, services
+from tasks import lifecycle, queue, services, statements
 from tasks.models import Status, Task
 
 from . import tasks_in_states
@@ -182,7 +182,7 @@ def test_the_written_candidates_select_what_runnable_selects(make_user):
         assert written == list(orm)
     assert len(written) == 13
     columns = ("id", "type", "concurrency_key", "owner")
-    rows = queue._fetch(
+    rows = statements.fetch(
         queue._runnable_in("default", now=timezone.now(), limit=50, columns=columns)
     )
     assert rows == list(queue.runnable(queues=["default"]).values_list(*columns))
