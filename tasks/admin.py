@@ -35,7 +35,26 @@ LOG_TAIL = 200
 LIVE_REFRESH_MS = 2000
 
 
-class QueueFilter(admin.SimpleListFilter):
+class _NameFilter(admin.SimpleListFilter):
+    """Tasks whose field named like the parameter equals one of `names()`;
+    a value from the URL that is no longer among them stays selectable."""
+
+    def names(self) -> list[str]:
+        return []
+
+    def lookups(self, request, model_admin):
+        names = self.names()
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.parameter_name: self.value()})
+        return queryset
+
+
+class QueueFilter(_NameFilter):
     title = "queue"
     parameter_name = "queue"
 
@@ -45,42 +64,21 @@ class QueueFilter(admin.SimpleListFilter):
         names = {t.queue for t in registry.all_types()} | set(selectors.queue_depths())
         return [(name, name) for name in sorted(names)]
 
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(queue=self.value())
-        return queryset
 
-
-class WorkerFilter(admin.SimpleListFilter):
+class WorkerFilter(_NameFilter):
     title = "worker"
     parameter_name = "worker"
 
-    def lookups(self, request, model_admin):
-        names = [w.heartbeat.name for w in selectors.live_workers()]
-        if self.value() and self.value() not in names:
-            names.append(self.value())
-        return [(name, name) for name in names]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(worker=self.value())
-        return queryset
+    def names(self) -> list[str]:
+        return [w.heartbeat.name for w in selectors.live_workers()]
 
 
-class ClusterFilter(admin.SimpleListFilter):
+class ClusterFilter(_NameFilter):
     title = "claimed by (cluster)"
     parameter_name = "claimed_by"
 
-    def lookups(self, request, model_admin):
-        names = selectors.clusters_claiming()
-        if self.value() and self.value() not in names:
-            names.append(self.value())
-        return [(name, name) for name in names]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(claimed_by=self.value())
-        return queryset
+    def names(self) -> list[str]:
+        return list(selectors.clusters_claiming())
 
 
 class OwnerFilter(admin.SimpleListFilter):
