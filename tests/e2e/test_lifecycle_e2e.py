@@ -187,8 +187,9 @@ def test_a_cancelled_queued_task_never_starts(shared_stack, session):
 
     delayed = stack.submit(session, "wordcount", {"text": "later"}, delay=5)
     cancel(delayed)
-    # Both workers busy, so the next task waits in the queue.
-    busy = [stack.submit(session, "test.sleep", {"seconds": 4}) for _ in range(2)]
+    # Both workers busy, so the next task waits in the queue: long enough that
+    # a loaded machine still submits and cancels it before either frees up.
+    busy = [stack.submit(session, "test.sleep", {"seconds": 10}) for _ in range(2)]
     wait_for(
         lambda: all(stack.task(session, t)["started_at"] for t in busy),
         60,
