@@ -149,19 +149,42 @@ class _Running:
     by_key: Counter = field(default_factory=Counter)
     by_owner: Counter = field(default_factory=Counter)
 
-    @classmethod
-    def now(cls) -> _Running:
-        running = cls()
-        # `Task.objects.filter(status=IN_PROGRESS).values_list("type",
-        # "concurrency_key", "owner_id").annotate(Count("pk"))`, written once.
-        for type_name, key, owner_id, n in statements.fetch(
-            (_running_sql(connection.vendor), [Status.IN_PROGRESS])
-        ):
-            running.by_type[type_name] += n
-            running.by_owner[owner_id] += n
-            if key:
-                running.by_key[(type_name, key)] += n
-        return running
+    def add(self, type_name: str, key: str, owner_id: int, n: int = 1) -> None:
+        self.by_type[type_name] += n
+        self.by_owner[owner_id] += n
+        if key:
+            self.by_key[(type_name, key)] += n
+
+
+def _running_and_runnable(
+    queue_name: str, *, now: datetime, limit: int
+) -> tuple[_Running, list[tuple[int, str, str, int]]]:
+    """What runs now, and the first `limit` runnable tasks of the queue as
+    (id, type, key, owner) rows in claim order: one statement, so that the
+    usual claim under limits reads all it decides on in one round trip.
+
+    The counts are `Task.objects.filter(status=IN_PROGRESS).values_list(
+    "type", "concurrency_key", "owner_id").annotate(Count("pk"))`, the rows
+    `runnable(queues=[queue_name], now=now)[:limit]`'s (tests/test_queue.py
+    holds them to those); the first column tells which is which.
+    """
+    rows = statements.fetch(
+        (
+            _running_and_runnable_sql(connection.vendor),
+            [Status.IN_PROGRESS, *_runnable_in(queue_name, now=now, limit=limit)[1]],
+        )
+    )
+    running = _Running()
+    candidates = []
+    for is_candidate, type_name, key, owner_id, number, priority, turn, run_at in rows:
+        if not is_candidate:
+            running.add(type_name, key, owner_id, number)
+            continue
+        # A UNION promises no order: sort by the claim order's own columns
+        # (raw run_at values compare correctly within one database).
+        candidates.append(((-priority, turn, run_at, number), (number, type_name, key, owner_id)))
+    candidates.sort(key=lambda pair: pair[0])
+    return running, [row for _, row in candidates]
 
 
 def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[int]:
@@ -171,31 +194,29 @@ def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[i
     so a backlog of over-limit tasks never hides runnable tasks behind it.
     """
     per_user = settings.TASKS["MAX_RUNNING_PER_USER"]
-    running = _Running.now()
+    window = max(limit * WINDOW_FACTOR, MIN_WINDOW)
+    running, rows = _running_and_runnable(queue_name, now=now, limit=window)
     types = {t.name: t for t in registry.all_types()}
     picked: list[int] = []
     # Each round either fills the claim or learns one more full type, key or
     # owner to leave out; a handful of rounds is always enough in practice.
-    for _ in range(8):
-        full_types = [
-            name
-            for name, t in types.items()
-            if t.concurrency is not None and running.by_type[name] >= t.concurrency
-        ]
-        full_keys = [
-            (name, key)
-            for (name, key), n in running.by_key.items()
-            if (key_limit := _key_limit(types.get(name))) is not None and n >= key_limit
-        ]
-        full_owners = (
-            [owner for owner, n in running.by_owner.items() if n >= per_user] if per_user else []
-        )
-        window = max(limit * WINDOW_FACTOR, MIN_WINDOW)
-        if not (picked or full_types or full_owners or full_keys):
-            # Nothing to leave out (the usual first round): written once.
-            statement = _runnable_in(queue_name, now=now, limit=window, columns=_PICK_COLUMNS)
-            rows = statements.fetch(statement)
-        else:
+    for round_number in range(8):
+        if round_number:
+            full_types = [
+                name
+                for name, t in types.items()
+                if t.concurrency is not None and running.by_type[name] >= t.concurrency
+            ]
+            full_keys = [
+                (name, key)
+                for (name, key), n in running.by_key.items()
+                if (key_limit := _key_limit(types.get(name))) is not None and n >= key_limit
+            ]
+            full_owners = (
+                [owner for owner, n in running.by_owner.items() if n >= per_user]
+                if per_user
+                else []
+            )
             left_out = _leaving_out(queue_name, now, picked, full_types, full_owners, full_keys)
             rows = list(left_out[:window])
         for pk, type_name, key, owner_id in rows:
@@ -209,10 +230,7 @@ def _pick_within_limits(*, queue_name: str, limit: int, now: datetime) -> list[i
             if per_user and running.by_owner[owner_id] >= per_user:
                 continue
             picked.append(pk)
-            running.by_type[type_name] += 1
-            running.by_owner[owner_id] += 1
-            if key:
-                running.by_key[(type_name, key)] += 1
+            running.add(type_name, key, owner_id)
             if len(picked) >= limit:
                 return picked
         if len(rows) < window:
@@ -253,15 +271,13 @@ def _compiled(candidates: QuerySet[Task]) -> statements.Statement:
     return sql, list(params)
 
 
-def _runnable_in(
-    queue_name: str, *, now: datetime, limit: int, columns: tuple[str, ...] = ("id",)
-) -> statements.Statement:
-    """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s
-    `columns` (the ids unless told), written once per database: it is in
+def _runnable_in(queue_name: str, *, now: datetime, limit: int) -> statements.Statement:
+    """The SELECT of `runnable(queues=[queue_name], now=now)[:limit]`'s ids,
+    written once per database: it is in
     every claim, and building it through the ORM each time cost more than
     running it (tasks.statements says why that matters; tests/test_queue.py
     holds the two to the same rows)."""
-    return _runnable_sql(connection.vendor, columns), [
+    return _runnable_sql(connection.vendor, ("id",)), [
         statements.prep("run_at", now),
         Status.QUEUED,
         queue_name,
@@ -298,12 +314,16 @@ def _still_queued_sql(vendor: str, count: int) -> str:
 
 
 @functools.cache
-def _running_sql(vendor: str) -> str:
+def _running_and_runnable_sql(vendor: str) -> str:
     c = statements.column
     grouped = ", ".join(c(name) for name in ("type", "concurrency_key", "owner"))
+    candidates = _runnable_sql(
+        vendor, ("type", "concurrency_key", "owner", "id", "priority", "turn", "run_at")
+    )
     return (
-        f"SELECT {grouped}, COUNT(*) FROM {statements.table()} "  # noqa: S608 (names from the model)
-        f"WHERE {c('status')} = %s GROUP BY {grouped}"
+        f"SELECT 0, {grouped}, COUNT(*), NULL, NULL, NULL FROM {statements.table()} "  # noqa: S608 (names from the model)
+        f"WHERE {c('status')} = %s GROUP BY {grouped} "
+        f"UNION ALL SELECT 1, candidates.* FROM ({candidates}) candidates"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks import lifecycle, queue, services, statements
+from tasks import lifecycle, queue, services
 from tasks.models import Status, Task
 
 from . import tasks_in_states
@@ -181,21 +181,34 @@ def test_the_written_candidates_select_what_runnable_selects(make_user):
         orm = queue.runnable(queues=["default"])[:limit].values_list("pk", flat=True)
         assert written == list(orm)
     assert len(written) == 13
-    columns = ("id", "type", "concurrency_key", "owner")
-    rows = statements.fetch(
-        queue._runnable_in("default", now=timezone.now(), limit=50, columns=columns)
-    )
-    assert rows == list(queue.runnable(queues=["default"]).values_list(*columns))
 
 
-def test_the_written_running_counts_are_the_orms(make_user):
-    users = [make_user(f"r{i}") for i in range(2)]
+def test_the_written_running_counts_and_candidates_are_the_orms(make_user):
+    """Under limits a claim reads what runs and its candidates in one
+    statement (queue._running_and_runnable): the ORM's counts, and the rows
+    of `runnable(...)[:limit]` in its order."""
+    users = [make_user(f"r{i}") for i in range(3)]
     for i in range(5):
         task = tasks_in_states.in_progress(users[i % 2])
         Task.objects.filter(pk=task.pk).update(concurrency_key="k" if i % 3 else "")
-    tasks_in_states.queued(users[0])
+    now = timezone.now()
+    for i in range(9):
+        submit(
+            users[i % 3],
+            "test.keyed" if i % 2 else "test.hold",
+            priority=(i % 3) * 5 - 5,
+            run_at=now - timedelta(seconds=i % 4),
+            concurrency_key="k" if i % 2 else "",
+        )
+    submit(users[0], delay=600)  # not due
+    submit(users[1], "test.reports")  # another queue
 
-    running = queue._Running.now()
+    for limit in (1, 4, 50):
+        running, rows = queue._running_and_runnable("default", now=timezone.now(), limit=limit)
+        columns = ("id", "type", "concurrency_key", "owner")
+        expected = queue.runnable(queues=["default"])[:limit].values_list(*columns)
+        assert rows == list(expected)
+    assert len(rows) == 9
 
     orm = Task.objects.filter(status=Status.IN_PROGRESS)
     assert running.by_owner == Counter(orm.values_list("owner_id", flat=True))
