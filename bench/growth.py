@@ -8,11 +8,16 @@ completed). Requests go through the whole Django/DRF stack in-process (no
 HTTP), so the figures are the view and its queries. Drains are
 `bench.drain`'s project mode (submit_task, then a qcluster drains).
 
+The event reads are timed too: a poll of a user's stream (`/events`,
+`tasks.events.OwnerEvents.poll`) and the SQLite watcher's look for owners
+with changes (`PollingWakeups._look`), each with nothing changed since the
+last one, the usual case.
+
 `--explain` prints the plans, at the large size, of every statement on the
 task table of: the claim (`tasks.queue.claim`, without and with limits, over
 a backlog of queued tasks), `POST /tasks` (`services.submit_task`: the
-owner's lock, the cap and the fairness turn) and the list and detail
-requests. On PostgreSQL each is EXPLAIN (ANALYZE, BUFFERS), run in a
+owner's lock, the cap and the fairness turn), the list and detail
+requests, and the event reads. On PostgreSQL each is EXPLAIN (ANALYZE, BUFFERS), run in a
 transaction that is rolled back; on SQLite EXPLAIN QUERY PLAN. Sequential
 scans of the task table are listed at the end.
 
@@ -38,6 +43,10 @@ COLUMNS = (
     "lease_expires_at, idempotency_key, request_fingerprint, created_at, updated_at, "
     "started_at, finished_at"
 )
+# Row x finished PAST - x seconds ago: a history spread over weeks in id
+# order, as a table that grew over time has (one timestamp for all would
+# tell the planner that no time column narrows anything).
+PAST = 2_000_000
 # Queued tasks the plans of the claim are taken over.
 EXPLAIN_BACKLOG = 1000
 
@@ -48,7 +57,8 @@ def insert_rows(first_owner: int, start: int, stop: int) -> None:
 
     if connection.vendor == "postgresql":
         series = f"generate_series({start}, {stop - 1}) AS s(x)"
-        args, output, now = "'{}'::jsonb", """'{"words": 3}'::jsonb""", "now()"
+        args, output = "'{}'::jsonb", """'{"words": 3}'::jsonb"""
+        now = f"now() - ({PAST} - x) * interval '1 second'"
         false = "false"
         error = """'{"message": "boom", "type": "ValueError"}'::jsonb"""
     else:
@@ -57,7 +67,8 @@ def insert_rows(first_owner: int, start: int, stop: int) -> None:
             f"WHERE x < {stop - 1}) SELECT x FROM s)"
         )
         args, output = "'{}'", """'{"words": 3}'"""
-        now, false = "strftime('%Y-%m-%d %H:%M:%f', 'now')", "0"
+        now = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || ({PAST} - x) || ' seconds')"
+        false = "0"
         error = """'{"message": "boom", "type": "ValueError"}'"""
     failed = f"x / {OWNERS} % 10 = 0"  # 1 in 10 of every owner's tasks
     sql = (
@@ -76,6 +87,41 @@ def insert_rows(first_owner: int, start: int, stop: int) -> None:
         cursor.execute(
             "VACUUM ANALYZE tasks_task" if connection.vendor == "postgresql" else "ANALYZE"
         )
+
+
+class _Done:
+    """What an event read answers in `timings`, which checks status codes."""
+
+    status_code = 200
+
+
+def event_reads(owner) -> dict:
+    """A poll of the owner's stream and, on SQLite, the watcher's look for
+    changed owners, each reading the changes since the last one."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from tasks import events
+
+    stream = events.OwnerEvents(owner.pk)
+    stream.poll()  # the first poll only sets the cursor at now
+
+    def poll():
+        stream.poll()
+        return _Done()
+
+    reads = {"events poll (one user's stream)": poll}
+    if connection.vendor == "sqlite":
+        watcher = events.PollingWakeups()
+        watcher.subscribe(owner.pk)
+
+        def look():
+            # As after another connection's commit: data_version moved.
+            watcher._look((None, None), timezone.now())
+            return _Done()
+
+        reads["events watcher look"] = look
+    return reads
 
 
 def requests_for(api, owner) -> dict:
@@ -97,6 +143,7 @@ def requests_for(api, owner) -> dict:
         "POST /tasks (lock, cap, turn, insert)": lambda: api.post(
             "/tasks", {"type": "bench.noop"}, format="json"
         ),
+        **event_reads(owner),
     }
 
 
@@ -204,6 +251,8 @@ def explain(api, owner, users) -> str:
         capture("GET /tasks?status=failed", lambda: api.get("/tasks?status=failed&page_size=5"))
         recent = Task.objects.filter(owner=owner, status="completed").values("pk")[:1].get()
         capture("GET /tasks/{id}", lambda: api.get(f"/tasks/{recent['pk']}"))
+        for label, read in event_reads(owner).items():
+            capture(label, read)
         transaction.set_rollback(True)
 
     lines, scans = [], []

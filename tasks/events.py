@@ -381,6 +381,7 @@ class PollingWakeups(Wakeups):
             chunk = owners[start : start + 500]
             changed.update(
                 Task.objects.filter(owner_id__in=chunk, updated_at__gte=changed_since)
+                .order_by()  # the model's ordering by id would make DISTINCT per task
                 .values_list("owner_id", flat=True)
                 .distinct()
             )

@@ -176,6 +176,9 @@ class Task(models.Model):
             models.Index(fields=["owner", "-id"], name="task_owner_id"),
             models.Index(fields=["owner", "status", "-id"], name="task_owner_status_id"),
             models.Index(fields=["owner", "type", "-id"], name="task_owner_type_id"),
+            # Event streams read a user's tasks changed since their cursor;
+            # without it each read walked all of the user's tasks.
+            models.Index(fields=["owner", "updated_at"], name="task_owner_updated"),
             # The claim reads one queue's queued rows in claim order; partial,
             # so finished tasks never weigh on it.
             models.Index(

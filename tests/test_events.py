@@ -8,6 +8,7 @@ import time
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tasks import events, logs, services
@@ -135,6 +136,26 @@ def test_all_my_tasks_events_from_now_on_and_resumed(owner, outsider, run_jobs):
     # line may come again, the second surely does.
     assert [e.data.get("seq") for e in again if e.kind == "log"][-1] == 2
     assert again[-1].data["status"] == "completed"
+
+
+def test_reading_a_users_changed_tasks_takes_the_owner_updated_index(owner):
+    """A stream's poll reads the owner's tasks changed since its cursor from
+    the (owner, updated_at) index, so its cost follows the changes, not how
+    many tasks the user has."""
+    tasks_in_states.queued(owner)
+    source = events.OwnerEvents(owner_id=owner.pk)
+    source.poll()
+    with CaptureQueriesContext(connection) as captured:
+        source.poll()
+    reads = [q["sql"] for q in captured.captured_queries if "FROM \"tasks_task\" " in q["sql"]]
+    assert len(reads) == 1, reads
+    explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"{explain} {reads[0]}")
+        plan = "\n".join(str(row) for row in cursor.fetchall())
+    assert "task_owner_updated" in plan, plan
 
 
 def test_all_my_tasks_lines_committed_out_of_id_order_are_not_missed(owner, monkeypatch):
