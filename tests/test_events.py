@@ -147,7 +147,7 @@ def test_reading_a_users_changed_tasks_takes_the_owner_updated_index(owner):
     source.poll()
     with CaptureQueriesContext(connection) as captured:
         source.poll()
-    reads = [q["sql"] for q in captured.captured_queries if "FROM \"tasks_task\" " in q["sql"]]
+    reads = [q["sql"] for q in captured.captured_queries if 'FROM "tasks_task" ' in q["sql"]]
     assert len(reads) == 1, reads
     explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"
     with connection.cursor() as cursor:
