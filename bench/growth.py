@@ -17,9 +17,9 @@ last one, the usual case.
 task table of: the claim (`tasks.queue.claim`, without and with limits, over
 a backlog of queued tasks), `POST /tasks` (`services.submit_task`: the
 owner's lock, the cap and the fairness turn), the list and detail
-requests, and the event reads. On PostgreSQL each is EXPLAIN (ANALYZE, BUFFERS), run in a
-transaction that is rolled back; on SQLite EXPLAIN QUERY PLAN. Sequential
-scans of the task table are listed at the end.
+requests, and the event reads. On PostgreSQL each is EXPLAIN (ANALYZE,
+BUFFERS), run in a transaction that is rolled back; on SQLite EXPLAIN
+QUERY PLAN. Sequential scans of the task table are listed at the end.
 
     python -m bench.growth                     # both databases, 10k -> 1M rows
     python -m bench.growth --small 1000 --large 20000 --backend sqlite

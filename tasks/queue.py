@@ -171,7 +171,7 @@ def _running_and_runnable(
     rows = statements.fetch(
         (
             _running_and_runnable_sql(connection.vendor),
-            [Status.IN_PROGRESS, *_runnable_in(queue_name, now=now, limit=limit)[1]],
+            [Status.IN_PROGRESS, *_runnable_params(queue_name, now=now, limit=limit)],
         )
     )
     running = _Running()
@@ -277,12 +277,14 @@ def _runnable_in(queue_name: str, *, now: datetime, limit: int) -> statements.St
     every claim, and building it through the ORM each time cost more than
     running it (tasks.statements says why that matters; tests/test_queue.py
     holds the two to the same rows)."""
-    return _runnable_sql(connection.vendor, ("id",)), [
-        statements.prep("run_at", now),
-        Status.QUEUED,
-        queue_name,
-        limit,
-    ]
+    return _runnable_sql(connection.vendor, ("id",)), _runnable_params(
+        queue_name, now=now, limit=limit
+    )
+
+
+def _runnable_params(queue_name: str, *, now: datetime, limit: int) -> list[Any]:
+    """The parameters of `_runnable_sql`, in its order."""
+    return [statements.prep("run_at", now), Status.QUEUED, queue_name, limit]
 
 
 @functools.cache
