@@ -61,6 +61,15 @@ def test_counters_add_increment_and_expire(database_counters, monkeypatch):
 
 
 @pytest.mark.django_db
+def test_an_increment_is_one_statement(database_counters, django_assert_num_queries):
+    # Every throttled request pays for it: no transaction of its own.
+    database_counters.add("k", 1, timeout=60)
+    with django_assert_num_queries(1):
+        assert database_counters.incr("k", 2) == 3
+    assert database_counters.get("k") == 3
+
+
+@pytest.mark.django_db
 def test_long_keys_are_hashed_and_only_integers_are_stored(database_counters):
     long_key = "throttle_login_username_" + "ab" * 300
     assert database_counters.add(long_key, 1, timeout=60)
