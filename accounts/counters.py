@@ -8,9 +8,9 @@ thing every web process of every documented setup already shares: the
 database (a SQLite file on one host, PostgreSQL when scaled out). Django's
 own database cache cannot serve: its `incr` reads, adds and writes back, so
 processes counting together lose increments. Here an increment is one
-UPDATE of the row inside a transaction (PostgreSQL's row lock, SQLite's
-write lock order concurrent ones), and creating a window's row relies on
-the unique key. The cost is one small write per throttled request (logins,
+UPDATE ... RETURNING of the row (PostgreSQL's row lock, SQLite's write lock
+order concurrent ones; each reads back its own increment), and creating a
+window's row relies on the unique key. The cost is one small write per throttled request (logins,
 refreshes, task submissions); CACHE_URL=redis://... moves them to Redis.
 
 Only integer values are stored: it is a counter store, not a general cache.

@@ -11,7 +11,7 @@ number, a short lease and the claiming cluster's name, in one statement
 (UPDATE ... RETURNING, with SKIP LOCKED on PostgreSQL so that clusters on
 any number of hosts never wait for one another), written here once per
 database and run on Django's cursor. With tasks.statements (the worker's
-start and completion) it is the only SQL the project writes by hand, for
+start and completion) it is the only SQL the tasks app writes by hand, for
 the reason given there. The worker that then runs the attempt starts it
 (`lifecycle.start_attempt`); a claim whose cluster died before that is
 released by the reaper when its lease expires.

@@ -16,7 +16,7 @@ run only when a statement here moves nothing (the owner has webhooks, the
 task has dependants, or the attempt is no longer ours). Nothing else in the
 project writes SQL by hand except the claim (tasks.queue), which is made of
 the same pieces (quoted names, prepared values, Django's cursor) defined
-here.
+here, and a throttle counter's increment (accounts.counters).
 """
 
 from __future__ import annotations
