@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from . import selectors, services
 
@@ -49,3 +51,19 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Api-Key <key>`, with a key from POST /api-keys.",
         }
+
+
+class BearerAuthentication(JWTAuthentication):
+    """SimpleJWT's `Authorization: Bearer <token>`, with the scheme read in
+    any case: schemes are case-insensitive (RFC 9110), and some clients send
+    `bearer`. SimpleJWT compares it byte for byte."""
+
+    def get_raw_token(self, header: bytes):
+        scheme, space, rest = header.partition(b" ")
+        if scheme.lower() == b"bearer":
+            header = b"Bearer" + space + rest
+        return super().get_raw_token(header)
+
+
+class BearerScheme(SimpleJWTScheme):
+    target_class = "accounts.authentication.BearerAuthentication"

@@ -41,10 +41,35 @@ class NewestFirst(CursorPagination):
     def decode_cursor(self, request):
         # A cursor is only base64 the client can forge: its position goes
         # into the query as is, so one that is not a value of the ordering
-        # field would fail in the database (a 500) instead of a 404.
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
+        # field would fail in the database (a 500). A bad cursor is a bad
+        # query parameter: a 400, where DRF answers 404.
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            cursor = None
+        else:
+            if cursor is None or cursor.position is None:
+                return cursor
             first = self.ordering if isinstance(self.ordering, str) else self.ordering[0]
-            if not _valid_position(first.lstrip("-"), cursor.position):
-                raise exceptions.NotFound(self.invalid_cursor_message)
-        return cursor
+            if _valid_position(first.lstrip("-"), cursor.position):
+                return cursor
+        raise exceptions.ValidationError(
+            {self.cursor_query_param: ["Not a cursor of this list: follow next or previous."]}
+        )
+
+    def get_page_size(self, request):
+        # DRF falls back to the default on a value that is no page size; a
+        # client should hear that it asked for nonsense. Above the most, DRF
+        # gives the most, as documented.
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and len(raw) < 10) or int(raw) < 1:
+            raise exceptions.ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"A positive integer (at most {self.max_page_size} are given)."
+                    ]
+                }
+            )
+        return min(int(raw), self.max_page_size)

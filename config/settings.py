@@ -187,7 +187,7 @@ WHITENOISE_USE_FINDERS = True
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.authentication.BearerAuthentication",
         "accounts.authentication.APIKeyAuthentication",
         # The page at / (web/) and the admin's login: a session cookie, with
         # CSRF enforced on unsafe methods. Last, so a request without

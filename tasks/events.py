@@ -56,6 +56,11 @@ class BadCursor(ValueError):
     """A Last-Event-ID this server did not make."""
 
 
+# How far ahead of this host's clock a cursor's version may be (another
+# web host's clock may run ahead of this one's).
+MAX_AHEAD_US = 300 * 1_000_000
+
+
 @dataclass
 class Cursor:
     version: int = 0
@@ -71,7 +76,14 @@ class Cursor:
             raise BadCursor(raw)
         if not (log.isascii() and log.isdigit()) or len(version) > 20 or len(log) > 20:
             raise BadCursor(raw)
-        return cls(int(version), int(log))
+        # A version is a time this server read off its clock: one far ahead
+        # was never made here, and would hide every change until then. One a
+        # little ahead (another host's clock) reads from now: a few states
+        # may come twice, none is missed.
+        now = _now_micros()
+        if int(version) > now + MAX_AHEAD_US:
+            raise BadCursor(raw)
+        return cls(min(int(version), now), int(log))
 
 
 @dataclass

@@ -335,7 +335,7 @@ def test_the_service_refuses_a_past_expiry(owner):
 
 
 @pytest.mark.parametrize("position", ["abc", "%00", "9" * 30, "2030-13-45T00:00:00"])
-def test_a_forged_cursor_is_404_not_500(api, owner, position):
+def test_a_forged_cursor_is_400_not_500(api, owner, position):
     import base64
 
     services.create_api_key(user=owner, name="k")
@@ -343,8 +343,8 @@ def test_a_forged_cursor_is_404_not_500(api, owner, position):
 
     response = api.get("/api-keys", {"cursor": cursor})
 
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_found"
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
 
 
 @pytest.mark.django_db(transaction=True)

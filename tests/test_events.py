@@ -219,6 +219,21 @@ def test_a_bad_last_event_id_is_a_400(api, owner, bad):
         assert "Last-Event-ID" in response.json()["fields"]
 
 
+def test_a_cursor_from_the_future_is_refused_or_read_from_now(api, owner, run_jobs, fast_streams):
+    task = tasks_in_states.queued(owner)
+    ahead = events._now_micros() + 3600 * 1_000_000  # no version this server made
+    for path in (f"/tasks/{task.pk}/events", "/events"):
+        response = api.get(path, HTTP_LAST_EVENT_ID=f"{ahead}-0")
+        assert response.status_code == 400
+        assert "Last-Event-ID" in response.json()["fields"]
+
+    # A second ahead (another host's clock): changes from now on still arrive.
+    soon = events._now_micros() + 1_000_000
+    Task.objects.filter(pk=task.pk).update(progress=40, updated_at=timezone.now())
+    stream = read(api.get("/events", HTTP_LAST_EVENT_ID=f"{soon}-0"))
+    assert {"task_id": task.pk, "percent": 40, "message": ""} in [e.get("data") for e in stream]
+
+
 def test_another_users_task_unknown_ids_and_no_credentials(api, outsider_api, owner, client):
     task = tasks_in_states.queued(owner)
 

@@ -196,7 +196,23 @@ def test_cursor_pagination_walks_every_task_once(api, owner, ordering, newest_fi
         url = response.json()["next"]
     expected = [t.pk for t in tasks]
     assert seen == (expected[::-1] if newest_first else expected)
-    assert api.get("/tasks?cursor=garbage").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/tasks", "/schedules", "/api-keys", "/webhooks"])
+def test_bad_cursors_and_page_sizes_are_400s(api, owner, path):
+    for query in (
+        "cursor=garbage",
+        "cursor=%00%ff",
+        "page_size=0",
+        "page_size=-1",
+        "page_size=abc",
+    ):
+        response = api.get(f"{path}?{query}")
+        assert response.status_code == 400, (query, response.content)
+        assert response.json()["code"] == "invalid"
+        assert set(response.json()["fields"]) == {query.split("=")[0]}
+    # Above the most, the most (DRF's rule, as documented).
+    assert api.get(f"{path}?page_size=100000").status_code == 200
 
 
 def test_staff_list_everyone_only_when_asking(owner, outsider, make_user):

@@ -36,6 +36,18 @@ def claims(token):
     return jwt.decode(token, options={"verify_signature": False})
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_read_in_any_usual_case(owner, scheme):
+    token = login()["access"]
+
+    response = APIClient(HTTP_AUTHORIZATION=f"{scheme} {token}").get("/me")
+
+    assert response.status_code == 200, response.content
+    unauthenticated = APIClient().get("/me")
+    assert unauthenticated["WWW-Authenticate"].startswith("Bearer ")
+
+
 # --- Revocation -----------------------------------------------------------
 
 

@@ -187,6 +187,9 @@ def test_a_huge_body_is_refused(api, settings):
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[2002:a9fe:a9fe::]/latest",  # 6to4 of 169.254.169.254
+        "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/hook",  # Teredo, client 10.0.0.1
         "http://[fe80::1]/hook",
         "http://[fc00::1]/hook",
         "http://0.0.0.0/hook",
@@ -316,14 +319,14 @@ def test_unknown_and_bad_delivery_ids(api):
     assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
 
 
-def test_a_bad_cursor_is_not_found(api):
+def test_a_bad_cursor_is_a_400(api):
     create(api)
 
     forged = base64.b64encode(b"p=not-an-id").decode()
 
     response = api.get("/webhooks", {"cursor": forged})
 
-    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
 
 
 def test_the_list_pages_newest_first(api):

@@ -13,9 +13,8 @@ from rest_framework import authentication, permissions, serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from accounts.authentication import APIKeyAuthentication
+from accounts.authentication import APIKeyAuthentication, BearerAuthentication
 from config.errors import ErrorSerializer
 
 from .. import metrics, selectors
@@ -142,7 +141,7 @@ class MetricsView(APIView):
     # Session too: a staff user logged into the admin can open it in a browser.
     authentication_classes = [
         MetricsTokenAuthentication,
-        JWTAuthentication,
+        BearerAuthentication,
         APIKeyAuthentication,
         authentication.SessionAuthentication,
     ]
