@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import IntegrityError, connections, router, transaction
@@ -119,7 +120,8 @@ def _increment(connection, key: str, delta: int, now: float) -> tuple[int] | Non
     any query. None when no live row has that key."""
     from .models import ThrottleCounter
 
-    meta, quote = ThrottleCounter._meta, connection.ops.quote_name
+    meta: Any = ThrottleCounter._meta  # its fields are all concrete columns
+    quote = connection.ops.quote_name
     value, key_column, expires = (
         quote(meta.get_field(f).column) for f in ("value", "key", "expires")
     )
