@@ -27,6 +27,7 @@ def test_a_batch_creates_every_task_in_order(api, owner):
     assert response.status_code == 202, response.content
     ids = response.json()["task_ids"]
     assert len(ids) == 5 and ids == sorted(ids)
+    assert response.json()["message"] == "5 tasks started"
     assert [Task.objects.get(pk=i).args["payload"] for i in ids] == list(range(5))
     assert all(Task.objects.get(pk=i).owner == owner for i in ids)
 
@@ -149,11 +150,13 @@ def test_unique_key_in_a_batch_answers_with_the_first(api):
     assert response.status_code == 202, response.content
     first, second, third = response.json()["task_ids"]
     assert first == second and response.json()["deduplicated"] == [1]
+    assert response.json()["message"] == "2 tasks started"
     assert list(
         TaskDependency.objects.filter(task_id=third).values_list("parent_id", flat=True)
     ) == [first]
     again = batch(api, [item]).json()
     assert again["task_ids"] == [first] and again["deduplicated"] == [0]
+    assert again["message"] == "0 tasks started"
     # The item answered with an earlier one still releases its dependant.
     assert Task.objects.get(pk=third).waiting
     run_claimed(first)

@@ -146,9 +146,12 @@ class TaskBatchView(APIView):
             items=_items(request.data),
             idempotency_key=idempotency_key_of(request),
         )
-        count = len(submitted.task_ids)
+        # Items deduplicated onto an unfinished task (or onto each other)
+        # started nothing new.
+        count = len(submitted.task_ids) - len(submitted.deduplicated or [])
+        started = f"{count} task{'' if count == 1 else 's'} started"
         body: dict[str, Any] = {
-            "message": f"{count} tasks started" if submitted.created else "Batch already exists",
+            "message": started if submitted.created else "Batch already exists",
             "task_ids": submitted.task_ids,
         }
         if submitted.deduplicated:

@@ -241,7 +241,13 @@ class TaskViewSet(viewsets.GenericViewSet):
         summary="Run a failed or cancelled task again",
         parameters=[ID_PARAMETER],
         request=None,
-        responses={202: TaskSerializer, 400: BAD_ID, 404: NOT_FOUND, 409: CONFLICT},
+        responses={
+            202: TaskSerializer,
+            400: BAD_ID,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            429: OpenApiResponse(ErrorSerializer, description="You are at the unfinished cap."),
+        },
     )
     def retry(self, request, pk=None):
         task = services.retry_task(task=get_own_task(request, pk))
