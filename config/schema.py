@@ -8,6 +8,9 @@ once instead of on every view, as is the Retry-After header of a 429.
 
 from __future__ import annotations
 
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import JSONRenderer
+
 from config.errors import CODES, MESSAGES
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -62,3 +65,15 @@ def finish_schema(result, generator, request, public):
                 }
     result["paths"] = paths
     return result
+
+
+class SchemaView(SpectacularAPIView):
+    """`/api/schema`: the schema in YAML or JSON, and its errors (a wrong
+    method, an unknown ?format=) in JSON like every other error: the
+    negotiated OpenAPI renderer would write them as YAML."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

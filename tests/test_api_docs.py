@@ -142,3 +142,14 @@ def test_the_docs_pages_load_their_assets_locally(db, path):
         "the page loads something from the internet"
     )
     assert "/api/schema" in html
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "status"), [("post", "", 405), ("get", "?format=bogus", 404)]
+)
+def test_the_schema_endpoints_errors_are_json_too(db, method, query, status):
+    response = getattr(APIClient(), method)(f"/api/schema/{query}")
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error", "code"}

@@ -98,8 +98,15 @@ CASES = {
     ),
     "list: forged cursor": (
         lambda w: w.api.get("/tasks", {"cursor": base64.b64encode(b"p=abc").decode()}),
-        404,
-        "not_found",
+        400,
+        "invalid",
+    ),
+    "create: chunked body to the development server": (
+        lambda w: w.api.post(
+            "/tasks", b"{}", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked"
+        ),
+        411,
+        "length_required",
     ),
     "retrieve: other's": (
         lambda w: w.outsider_api.get(f"/tasks/{w.queued.pk}"),
