@@ -2,7 +2,11 @@
 
 `error` is for people, `code` for programs (one of CODES, stable across
 releases). Field errors go under `"fields"`. Unknown exceptions stay 500 and
-are logged with the request; their details never reach the client.
+are logged with the request; their details never reach the client. A
+database that cannot be reached for a moment (a dropped connection, a
+restart, SQLite's lock held past its timeout) is no bug: a 503 with
+Retry-After, which a client may retry (with an Idempotency-Key for a
+submit: whether a write that failed at its commit was kept is unknown).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import math
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
@@ -18,6 +23,9 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger("config.errors")
+
+# Seconds a client is asked to wait when the database could not be reached.
+DATABASE_RETRY_AFTER = 1
 
 MESSAGES = {
     status.HTTP_400_BAD_REQUEST: "The request is invalid.",
@@ -48,7 +56,8 @@ CODES = {
     "cap_reached": "A limit on what one user may hold (unfinished tasks, API keys) is reached.",
     "conflict": "Not possible in the resource's current state.",
     "not_finished": "The task has not finished yet (202 of /tasks/completed).",
-    "unavailable": "The service or its workers are down (503 of /health).",
+    "unavailable": "The database could not be reached for a moment (retry after Retry-After), "
+    "or the service or its workers are down (503 of /health).",
     "server_error": "An unexpected error; it is logged.",
 }
 
@@ -124,6 +133,23 @@ def api_exception_handler(exc, context):
         exc = exceptions.PermissionDenied(*exc.args)
 
     response = exception_handler(exc, context)
+    if response is None and isinstance(exc, (OperationalError, InterfaceError)):
+        request = context.get("request")
+        logger.warning(
+            "database unavailable on %s %s: %s",
+            getattr(request, "method", "?"),
+            getattr(request, "path", "?"),
+            exc,
+        )
+        return Response(
+            error_body(
+                "The database could not be reached; try again in a moment.",
+                "unavailable",
+                retry_after=DATABASE_RETRY_AFTER,
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     if response is None:
         request = context.get("request")
         logger.exception(

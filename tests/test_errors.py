@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.handlers.wsgi import WSGIRequest
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.test import Client, RequestFactory, override_settings
 from django.test.client import ClientHandler
@@ -139,6 +140,20 @@ def test_an_unexpected_exception_in_an_api_view_is_json_500(api, monkeypatch):
     body = assert_json_error(response, 500)
     assert body == {"error": "Internal server error.", "code": "server_error"}
     assert b"secret internal detail" not in response.content
+
+
+@pytest.mark.parametrize("error", [OperationalError, InterfaceError])
+def test_a_database_out_of_reach_is_a_503_to_retry(api, owner, monkeypatch, error):
+    def unreachable(**kwargs):
+        raise error("terminating connection due to administrator command")
+
+    monkeypatch.setattr("tasks.services.submit_task", unreachable)
+    monkeypatch.setattr("tasks.selectors.task_of", unreachable)
+    for response in (api.post("/tasks", {}, format="json"), api.get("/tasks/1")):
+        body = assert_json_error(response, 503)
+        assert body["code"] == "unavailable" and body["retry_after"] == 1
+        assert response["Retry-After"] == "1"
+        assert b"administrator" not in response.content
 
 
 @override_settings(ROOT_URLCONF="tests.error_urls")
