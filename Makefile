@@ -49,14 +49,17 @@ run: migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -f Procfile --env /dev/null \
 		--port "$$($(PY) -c 'import environ, os; environ.Env.read_env(".env"); print(os.environ.get("PORT", "8081"))')"
 
-# Production web tier: gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on PORT,
-# all read from the environment or .env by config/gunicorn.conf.py. Run
-# `manage.py qcluster` beside it or on other hosts (docs/scaling.md).
+# Production web tier: gunicorn (WEB_WORKERS uvicorn workers, or gthread) on
+# PORT, all read from the environment or .env by config/gunicorn.conf.py. Run
+# `make worker` beside it or on other hosts (docs/scaling.md).
 serve: migrate
 	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
+# A cluster that stops cleanly whoever signals it, running tasks given
+# WORKER_GRACE seconds to finish (docs/scaling.md).
+WORKER_GRACE ?= 60
 worker: migrate
-	$(PY) manage.py qcluster
+	$(PY) manage.py runworkers --grace $(WORKER_GRACE)
 
 test: $(DEV_STAMP)
 	$(BIN)/pytest --durations=15

@@ -26,7 +26,8 @@ def _die_with_parent() -> None:
 class Command(BaseCommand):
     help = (
         "Run `manage.py qcluster` in the foreground, start it again if it dies, "
-        "and stop it promptly on Ctrl-C or SIGTERM (what `make run` uses)."
+        "and stop it promptly on Ctrl-C or SIGTERM, whether its process alone or its "
+        "whole process group is signalled (`make run` and `make worker` use it)."
     )
 
     def add_arguments(self, parser):
