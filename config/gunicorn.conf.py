@@ -26,9 +26,12 @@ from django.conf import settings
 # of one directory, /metrics adds them up whichever process answers the
 # scrape (config/http_metrics.py). Without a directory configured, one of our
 # own. The workers are forked from this process, so they inherit both.
-_own_metrics_dir = not settings.PROMETHEUS_MULTIPROC_DIR
-if _own_metrics_dir:
+# A reload (SIGHUP) runs this file again in the same process, with the
+# directory set by then: which one is ours is kept in the environment.
+_OWN_DIR = "TASK_RUNNER_OWN_METRICS_DIR"
+if not settings.PROMETHEUS_MULTIPROC_DIR:
     settings.PROMETHEUS_MULTIPROC_DIR = tempfile.mkdtemp(prefix="task-runner-http-metrics-")
+    os.environ[_OWN_DIR] = settings.PROMETHEUS_MULTIPROC_DIR
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.PROMETHEUS_MULTIPROC_DIR
 
 
@@ -40,7 +43,7 @@ def on_starting(server):
 
 
 def on_exit(server):
-    if _own_metrics_dir:
+    if os.environ.get(_OWN_DIR) == settings.PROMETHEUS_MULTIPROC_DIR:
         shutil.rmtree(settings.PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
 
 

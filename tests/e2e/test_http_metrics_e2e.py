@@ -2,6 +2,8 @@
 web processes, and every scrape, whichever process answers it, counts the
 requests both served."""
 
+import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -92,5 +94,13 @@ def test_every_scrape_counts_the_requests_of_every_web_process(served):
     for _ in range(10):
         assert health_count(served) == sent
 
+    # A reload (SIGHUP) starts new workers and reads the settings again; the
+    # directory is still gunicorn's own to remove at the end.
+    os.kill(served.web.pid, signal.SIGHUP)
+    wait_for(
+        lambda: process_group(served.web.pid) - {served.web.pid} - workers,
+        60,
+        what="new workers after a reload",
+    )
     served.stop()
     assert not folder.exists(), "gunicorn removes the directory it made"
