@@ -13,8 +13,9 @@ Idle workers are counted with a semaphore the cluster's processes share
 (they are forked from the process that builds the broker): the pusher takes
 one per attempt it hands out; the worker gives it back as the attempt ends
 (django-q2's post_execute_in_worker signal). A worker process killed
-mid-task never does: every lease's length the pusher counts what this
-cluster really runs in the table and gives back the slots of the dead.
+mid-task never does: every heartbeat the pusher counts what this cluster
+really runs in the table and gives back the slots of the dead (once the
+reaper has released their attempts, at their lease's end).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class TaskBroker(Broker):
         """Give back the slots of workers that died without an acknowledgement
         (killed mid-task, or by django-q2's own timeout): those held for more
         workers than the table shows running tasks of this cluster, at this
-        recount and the one before (a lease apart), so that a task that just
+        recount and the one before (a heartbeat apart), so that a task that just
         finished, whose acknowledgement is still on its way, is never counted
         twice. Returns how many slots were given back."""
         try:
@@ -221,7 +222,9 @@ class TaskBroker(Broker):
             except Exception:
                 logger.exception("firing schedules failed")
         if now >= self._next_recount:
-            self._next_recount = now + settings.TASKS["LEASE_SECONDS"]
+            # One count of an index a second: a dead worker's slot is back
+            # within two heartbeats of the reaper releasing its attempt.
+            self._next_recount = now + settings.TASKS["HEARTBEAT_SECONDS"]
             self.recount_idle_workers()
         if now < self._next_maintenance:
             return

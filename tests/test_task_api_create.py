@@ -80,6 +80,15 @@ def test_a_delay_beyond_the_maximum_is_400(api, owner, settings):
     assert Task.objects.count() == 0
 
 
+@pytest.mark.parametrize("field", ["delay", "timeout", "priority", "max_retries"])
+def test_a_boolean_is_no_number(api, owner, field):
+    response = api.post("/tasks", {"type": "demo", field: True}, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {field}
+    assert Task.objects.count() == 0
+
+
 def test_a_concurrency_key_on_a_type_without_key_concurrency_is_400(api, owner):
     response = api.post(
         "/tasks", {"type": "test.limited", "concurrency_key": "acct-1"}, format="json"

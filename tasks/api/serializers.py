@@ -39,6 +39,16 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class SecondsField(serializers.FloatField):
+    """A number of seconds. DRF's FloatField takes `true` for 1.0, where its
+    IntegerField refuses it: JSON's booleans are no numbers here either."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TaskCreateSerializer(StrictSerializer):
     type = serializers.CharField(
         required=False,
@@ -74,7 +84,7 @@ class TaskCreateSerializer(StrictSerializer):
         required=False,
         help_text="Do not start before this time (ISO 8601; at most TASK_MAX_DELAY ahead).",
     )
-    delay = serializers.FloatField(
+    delay = SecondsField(
         required=False,
         min_value=0,
         max_value=settings.TASKS["MAX_DELAY_SECONDS"],
