@@ -135,11 +135,14 @@ def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, (OperationalError, InterfaceError)):
         request = context.get("request")
+        # With its traceback: SQLite reports a missing table as an
+        # OperationalError too, which no retry mends.
         logger.warning(
             "database unavailable on %s %s: %s",
             getattr(request, "method", "?"),
             getattr(request, "path", "?"),
             exc,
+            exc_info=exc,
         )
         return Response(
             error_body(
