@@ -33,10 +33,12 @@ MESSAGES = {
     status.HTTP_403_FORBIDDEN: "You do not have permission to do this.",
     status.HTTP_404_NOT_FOUND: "Not found.",
     status.HTTP_405_METHOD_NOT_ALLOWED: "Method not allowed.",
+    status.HTTP_411_LENGTH_REQUIRED: "Send the request body with a Content-Length header.",
     status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "Unsupported media type: send application/json.",
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many requests.",
     status.HTTP_500_INTERNAL_SERVER_ERROR: "Internal server error.",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "The database could not be reached; try again shortly.",
 }
 
 # The machine-readable codes, and what each means.
@@ -146,7 +148,7 @@ def api_exception_handler(exc, context):
         )
         return Response(
             error_body(
-                "The database could not be reached; try again in a moment.",
+                MESSAGES[status.HTTP_503_SERVICE_UNAVAILABLE],
                 "unavailable",
                 retry_after=DATABASE_RETRY_AFTER,
             ),

@@ -2,8 +2,9 @@
 
 Routes accept an optional trailing slash (`/tasks` and `/tasks/`); the schema
 names each once, without it. Errors every operation can meet (bad body, wrong
-content type, too large, missing token, server error) are documented here
-once instead of on every view, as is the Retry-After header of a 429.
+content type, too large, missing token, database out of reach, server
+error) are documented here once instead of on every view, as is the
+Retry-After header of a 429 and a 503.
 """
 
 from __future__ import annotations
@@ -51,18 +52,21 @@ def finish_schema(result, generator, request, public):
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
-            codes = [500]
+            codes = [500, 503]
             if operation.get("security") != [{}] and "security" in operation:
                 codes.append(401)
             if method in ("post", "put", "patch"):
-                codes += [400, 413, 415]
+                codes += [400, 411, 413, 415]
+            # /health documents a 503 of its own, without Retry-After.
+            retry_after = ["429"] if "503" in responses else ["429", "503"]
             for code in codes:
                 responses.setdefault(str(code), _error_response(code))
-            if "429" in responses:
-                responses["429"].setdefault("headers", {})["Retry-After"] = {
-                    "description": "Seconds to wait before trying again (when throttled).",
-                    "schema": {"type": "integer"},
-                }
+            for code in retry_after:
+                if code in responses:
+                    responses[code].setdefault("headers", {})["Retry-After"] = {
+                        "description": "Seconds to wait before trying again.",
+                        "schema": {"type": "integer"},
+                    }
     result["paths"] = paths
     return result
 
