@@ -29,6 +29,7 @@ counted in `skipped_count`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from datetime import UTC, datetime, timedelta
@@ -91,7 +92,14 @@ def next_cron_time(expr: str, zone: str, after: datetime) -> datetime:
     """The first time strictly after `after` that `expr` matches, read in
     the time zone `zone`, returned in UTC."""
     local = after.astimezone(zone_of(zone))
-    return next(CronSim(expr, local)).astimezone(UTC)
+    # Inside a fall-back's repeated hour `local` is its second pass (fold=1),
+    # which cronsim does not read: it may answer with a time of the first
+    # pass, before `after` (a 02:30 that ran already): the answer is then
+    # the first one after it, at most an hour of minutes on.
+    for moment in itertools.islice(CronSim(expr, local), 2000):
+        if moment.astimezone(UTC) > after:
+            return moment.astimezone(UTC)
+    raise ValueError(f"cron {expr!r} has no time after {after.isoformat()} in {zone}")
 
 
 def next_time(schedule: Schedule, after: datetime) -> datetime:
@@ -131,7 +139,9 @@ def due_times(schedule: Schedule, now: datetime, keep: int) -> tuple[list[dateti
 def fire_due_schedules(*, now: datetime | None = None, limit: int = FIRE_BATCH) -> int:
     """Fire the schedules that are due; return how many tasks were created."""
     now = now or timezone.now()
-    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now)
+    # A deactivated user's schedules wait, fire nothing, and count what they
+    # missed by their catch-up rule once the user is active again.
+    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now, owner__is_active=True)
     # The common case, nothing due, costs one indexed read and no write lock.
     if not due.exists():
         return 0

@@ -3,6 +3,7 @@ exactly one task per time)."""
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -43,6 +44,35 @@ def test_cron_fall_back_runs_a_repeated_time_once():
         datetime(2026, 10, 26, 1, 30, tzinfo=UTC),
         datetime(2026, 10, 27, 1, 30, tzinfo=UTC),
     ]
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone"),
+    [
+        ("30 2 * * *", "Europe/Berlin"),
+        ("*/15 * * * *", "Europe/Berlin"),
+        ("0 * * * *", "Europe/Berlin"),
+        ("* * * * *", "Europe/Berlin"),
+        ("30 1 * * *", "America/New_York"),
+    ],
+)
+def test_cron_times_inside_a_repeated_hour_always_come_after(expr, zone):
+    # Inside the second pass of a fall-back's hour (Berlin 2027-10-31 01:00-02:00
+    # UTC, New York 2027-11-07 06:00-07:00 UTC), every next time is later.
+    hour = {
+        "Europe/Berlin": datetime(2027, 10, 31, 0, 0),
+        "America/New_York": datetime(2027, 11, 7, 5, 0),
+    }[zone]
+    start = hour.replace(tzinfo=UTC)
+    for minute in range(0, 180, 7):
+        after = start + timedelta(minutes=minute, seconds=13)
+        assert schedules.next_cron_time(expr, zone, after) > after, (expr, after)
+    # A daily 02:30 that ran in the first pass runs next on the next day.
+    if expr == "30 2 * * *":
+        after = datetime(2027, 10, 31, 1, 10, tzinfo=UTC)
+        assert schedules.next_cron_time(expr, zone, after) == datetime(
+            2027, 11, 1, 1, 30, tzinfo=UTC
+        )
 
 
 def test_cron_keeps_local_wall_time_across_dst():
@@ -334,6 +364,47 @@ def test_catch_up_all_is_capped(owner, queue_only, task_settings):
     assert fired(schedule) == [first + timedelta(seconds=10 * k) for k in (7, 8, 9)]
     schedule.refresh_from_db()
     assert schedule.skipped_count == 7
+
+
+def test_a_deactivated_users_schedules_wait_until_the_user_is_back(owner, queue_only):
+    schedule = make_schedule(owner, catch_up="once", overlap="allow")
+    due_since(schedule, 35)
+    owner.is_active = False
+    owner.save()
+
+    assert schedules.fire_due_schedules() == 0
+    assert fired(schedule) == []
+
+    owner.is_active = True
+    owner.save()
+    assert schedules.fire_due_schedules() == 1
+    assert len(fired(schedule)) == 1
+
+
+def test_schedules_fire_across_a_repeated_hour_without_churning(owner, queue_only):
+    # Clusters down over Berlin's fall-back (2027-10-31: 02:00-03:00 CEST, then
+    # CET) come back inside the repeated hour: the 02:30 missed in the first
+    # pass fires once, and the next time is the next day's, not a past one.
+    with mock.patch(
+        "django.utils.timezone.now", return_value=datetime(2027, 10, 30, 12, tzinfo=UTC)
+    ):
+        schedule = schedules.create_schedule(
+            owner=owner,
+            name="berlin",
+            type="test.echo",
+            args={"payload": 1},
+            cron="30 2 * * *",
+            time_zone="Europe/Berlin",
+            catch_up="once",
+            overlap="allow",
+        )
+    back = datetime(2027, 10, 31, 1, 10, tzinfo=UTC)
+    for k in range(4):
+        schedules.fire_due_schedules(now=back + timedelta(seconds=k))
+    schedule.refresh_from_db()
+    assert fired(schedule) == [datetime(2027, 10, 31, 0, 30, tzinfo=UTC)]
+    assert schedule.next_run_at == datetime(2027, 11, 1, 1, 30, tzinfo=UTC)
+    assert schedule.skipped_count == 0
 
 
 def test_a_fresh_time_fires_even_with_catch_up_skip(owner, queue_only):
