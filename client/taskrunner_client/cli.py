@@ -43,14 +43,19 @@ class NotLoggedIn(Exception):
 # --- Arguments -----------------------------------------------------------------
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not (the server refuses them).
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_arg(text: str) -> tuple[str, Any]:
     """`KEY=VALUE`: the value as JSON when it parses (10, true, [1,2], "x"),
-    else as the string it is."""
+    else as the string it is (NaN too: it is no JSON)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise UsageError(f"--arg takes KEY=VALUE, not {text!r}")
     try:
-        return key, json.loads(raw)
+        return key, json.loads(raw, parse_constant=_not_json)
     except ValueError:
         return key, raw
 
@@ -59,7 +64,7 @@ def task_args(options: argparse.Namespace) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if options.args_json is not None:
         try:
-            args = json.loads(options.args_json)
+            args = json.loads(options.args_json, parse_constant=_not_json)
         except ValueError as exc:
             raise UsageError(f"--args-json is not valid JSON: {exc}") from exc
         if not isinstance(args, dict):
@@ -218,11 +223,14 @@ def make_client(options: argparse.Namespace, *, needs_auth: bool = True) -> Clie
 def cmd_login(options: argparse.Namespace) -> int:
     client = make_client(options, needs_auth=False)
     client.api_key = None
-    username = options.username or input("Username: ")
-    if options.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
+    try:
+        username = options.username or input("Username: ")
+        if options.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass("Password: ")
+    except EOFError:
+        raise UsageError("no username or password to read (use -u and --password-stdin)") from None
     client.on_tokens = lambda tokens: credentials.save(client.url, {"username": username, **tokens})
     try:
         client.login(username, password)
@@ -295,7 +303,9 @@ def cmd_wait(options: argparse.Namespace) -> int:
 
 def cmd_list(options: argparse.Namespace) -> int:
     client = make_client(options)
-    limit = max(options.limit, 0)
+    if options.limit < 1:
+        raise UsageError("--limit takes a positive number")
+    limit = options.limit
     tasks: list[Task] = []
     for task in client.tasks(
         status=options.status, type=options.type, page_size=min(limit, 200) or 1

@@ -175,7 +175,8 @@ class Client:
         data = None
         all_headers = {**self._headers(), **(headers or {})}
         if body is not None:
-            data = json.dumps(body).encode()
+            # NaN and Infinity are no JSON: refused here rather than by the server.
+            data = json.dumps(body, allow_nan=False).encode()
             all_headers["Content-Type"] = "application/json"
         # The URL's scheme was checked in __init__: http or https, never file:.
         request = urllib.request.Request(  # noqa: S310

@@ -128,6 +128,9 @@ def test_arguments_are_json_when_they_parse_else_strings(cli):
     assert parse_arg("list=[1, 2]") == ("list", [1, 2])
     assert parse_arg("word=hello") == ("word", "hello")
     assert parse_arg("eq=a=b") == ("eq", "a=b")
+    # Python's json reads these; JSON has no such numbers: strings.
+    assert parse_arg("x=NaN") == ("x", "NaN")
+    assert parse_arg("x=-Infinity") == ("x", "-Infinity")
 
 
 def test_submit_then_status_wait_and_list(cli):
@@ -235,12 +238,16 @@ def test_logs_prints_every_page_of_a_tasks_log_and_follows_it(cli):
         ("status", "twelve"),
         ("submit", "no-such-type"),
         ("submit", "primes", "--arg", "limit=1"),
+        ("submit", "primes", "--args-json", '{"limit": NaN}'),
+        ("list", "--limit", "0"),
+        ("list", "--limit", "-3"),
+        ("login", "--username", "alice"),  # no terminal, nothing on stdin
     ],
 )
 def test_usage_errors_exit_2(cli, args):
     code, _, stderr = cli(*args)
     assert code == 2, stderr
-    assert stderr
+    assert stderr and "Traceback" not in stderr
 
 
 def test_a_url_that_is_not_http_is_a_usage_error(server, config_home):
