@@ -60,10 +60,18 @@ FIRE_BATCH = 20
 # --- Times ---------------------------------------------------------------------
 
 
+# Files of the zone database that name no place: "localtime" is whatever the
+# host is set to, and clusters on hosts set differently would read one
+# schedule differently.
+HOST_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 def zone_of(name: str) -> ZoneInfo:
     """The IANA time zone `name`; ValueError when it is not one."""
     if not isinstance(name, str) or not name or len(name) > 64:
         raise ValueError("Not a time zone.")
+    if name in HOST_ZONES:
+        raise ValueError(f"{name!r} is this host's zone, not a place's: name the place's.")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:

@@ -144,6 +144,7 @@ def test_create_cron_schedule_in_a_time_zone(api):
         ({"interval": None, "cron": "* * * * * *"}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"timezone": "localtime"}, "timezone"),  # the host's, not a place's
         ({"interval": 0}, "interval"),
         ({"interval": "often"}, "interval"),
         ({"type": "no.such.type"}, "type"),
