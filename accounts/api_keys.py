@@ -103,7 +103,7 @@ class APIKeyListView(generics.GenericAPIView):
         summary="List your API keys (revoked and expired ones too, newest first)",
         responses={
             200: APIKeySerializer(many=True),
-            404: OpenApiResponse(ErrorSerializer, description="An invalid cursor."),
+            400: OpenApiResponse(ErrorSerializer, description="A bad cursor or page size."),
         },
     )
     def get(self, request):

@@ -181,7 +181,7 @@ class ScheduleViewSet(viewsets.GenericViewSet):
         summary="List your schedules (newest first, cursor-paginated)",
         responses={
             200: ScheduleSerializer(many=True),
-            404: OpenApiResponse(ErrorSerializer, description="An invalid cursor."),
+            400: OpenApiResponse(ErrorSerializer, description="A bad cursor or page size."),
         },
     )
     def list(self, request):

@@ -102,9 +102,10 @@ class TaskViewSet(viewsets.GenericViewSet):
         ],
         responses={
             200: TaskSerializer(many=True),
-            400: OpenApiResponse(ErrorSerializer, description="A bad filter value."),
+            400: OpenApiResponse(
+                ErrorSerializer, description="A bad filter value, cursor or page size."
+            ),
             403: OpenApiResponse(ErrorSerializer, description="`all=true` by a non-staff user."),
-            404: OpenApiResponse(ErrorSerializer, description="An invalid cursor."),
         },
     )
     def list(self, request):

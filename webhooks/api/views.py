@@ -90,7 +90,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
         summary="List your webhooks (newest first, cursor-paginated)",
         responses={
             200: WebhookSerializer(many=True),
-            404: OpenApiResponse(ErrorSerializer, description="An invalid cursor."),
+            400: OpenApiResponse(ErrorSerializer, description="A bad cursor or page size."),
         },
     )
     def list(self, request):
@@ -179,7 +179,9 @@ class DeliveryViewSet(viewsets.GenericViewSet):
         ],
         responses={
             200: DeliverySerializer(many=True),
-            400: OpenApiResponse(ErrorSerializer, description="A bad id or state."),
+            400: OpenApiResponse(
+                ErrorSerializer, description="A bad id, state, cursor or page size."
+            ),
             404: NOT_FOUND,
         },
     )
