@@ -10,7 +10,8 @@ own database cache cannot serve: its `incr` reads, adds and writes back, so
 processes counting together lose increments. Here an increment is one
 UPDATE ... RETURNING of the row (PostgreSQL's row lock, SQLite's write lock
 order concurrent ones; each reads back its own increment), and creating a
-window's row relies on the unique key. The cost is one small write per throttled request (logins,
+window's row relies on the unique key. The cost is one small write per
+throttled request (logins,
 refreshes, task submissions); CACHE_URL=redis://... moves them to Redis.
 
 Only integer values are stored: it is a counter store, not a general cache.
@@ -18,6 +19,7 @@ Only integer values are stored: it is a counter store, not a general cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from typing import Any
@@ -91,7 +93,10 @@ class DatabaseCounterCache(BaseCache):
 
     def incr(self, key, delta=1, version=None) -> int:
         key = self._key(key, version)
-        row = _increment(connections[self._db()], key, delta, time.time())
+        db = self._db()
+        with connections[db].cursor() as cursor:
+            cursor.execute(_increment_sql(db), [delta, key, time.time()])
+            row = cursor.fetchone()
         if row is None:
             raise ValueError(f"Key '{key}' not found")
         return row[0]
@@ -109,26 +114,25 @@ class DatabaseCounterCache(BaseCache):
         self._model().objects.using(self._db()).all().delete()
 
 
-def _increment(connection, key: str, delta: int, now: float) -> tuple[int] | None:
-    """Add `delta` to a live counter and read its new value, in one statement.
+@functools.cache
+def _increment_sql(db: str) -> str:
+    """Add a delta (%s) to the live counter of a key (%s, still alive at
+    %s) and read its new value back, in one statement; written once per
+    database alias `db` (the quoting is its database's).
 
     The ORM has no UPDATE ... RETURNING: through it, an increment is a
     transaction of its own (an UPDATE, then a SELECT under its row lock),
     four round trips, and it was the largest single cost of a `POST /tasks`
     (bench.submit; bench/README.md has the figures). Both databases run
-    this one (SQLite since 3.35), and it goes through Django's cursor like
-    any query. None when no live row has that key."""
+    this one (SQLite since 3.35), through Django's cursor like any query."""
     from .models import ThrottleCounter
 
     meta: Any = ThrottleCounter._meta  # its fields are all concrete columns
-    quote = connection.ops.quote_name
+    quote = connections[db].ops.quote_name
     value, key_column, expires = (
         quote(meta.get_field(f).column) for f in ("value", "key", "expires")
     )
-    sql = (
+    return (
         f"UPDATE {quote(meta.db_table)} SET {value} = {value} + %s "  # noqa: S608 (names from the model)
         f"WHERE {key_column} = %s AND {expires} > %s RETURNING {value}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [delta, key, now])
-        return cursor.fetchone()

@@ -105,8 +105,8 @@ def next_cron_time(expr: str, zone: str, after: datetime) -> datetime:
     # pass, before `after` (a 02:30 that ran already): the answer is then
     # the first one after it, at most an hour of minutes on.
     for moment in itertools.islice(CronSim(expr, local), 2000):
-        if moment.astimezone(UTC) > after:
-            return moment.astimezone(UTC)
+        if (moment := moment.astimezone(UTC)) > after:
+            return moment
     raise ValueError(f"cron {expr!r} has no time after {after.isoformat()} in {zone}")
 
 

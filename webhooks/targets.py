@@ -66,13 +66,12 @@ def parse(url: str) -> SplitResult:
 
 def is_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        # IPv6 forms that carry an IPv4 address reach that address on hosts
-        # that route them (6to4, Teredo): both must be public.
+        # IPv6 forms that carry an IPv4 address reach it on hosts that route
+        # them: the wrapped address must be public too. (Teredo's 2001::/32
+        # is not global, so refused below.)
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         elif address.sixtofour is not None and not is_public(address.sixtofour):
-            return False
-        elif address.teredo is not None and not all(map(is_public, address.teredo)):
             return False
     return not (
         address.is_loopback

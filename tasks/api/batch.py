@@ -148,7 +148,7 @@ class TaskBatchView(APIView):
         )
         # Items deduplicated onto an unfinished task (or onto each other)
         # started nothing new.
-        count = len(submitted.task_ids) - len(submitted.deduplicated or [])
+        count = len(submitted.task_ids) - len(submitted.deduplicated)
         started = f"{count} task{'' if count == 1 else 's'} started"
         body: dict[str, Any] = {
             "message": started if submitted.created else "Batch already exists",
